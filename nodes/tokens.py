@@ -1,0 +1,79 @@
+"""The host tokenizer's view of a prompt: one BPE piece per context position, for word alignment."""
+from __future__ import annotations
+
+from ..guidance_core.align import describe_tokens, locate_words
+
+
+def sd_tokenizers(clip):
+    """The SDTokenizer objects inside a CLIP (SD1: clip_l; SD2: clip_h; SDXL: clip_l and clip_g)."""
+    tok = clip.tokenizer
+    found = []
+    for name, val in vars(tok).items():
+        if hasattr(val, "inv_vocab") and hasattr(val, "tokenize_with_weights"):
+            found.append((name, val))
+    if not found and hasattr(tok, "inv_vocab"):
+        found.append(("clip", tok))
+    if not found:
+        raise ValueError("Faithful could not find a CLIP BPE tokenizer in this CLIP model; it supports SD1.x, SD2.x and SDXL")
+    found.sort(key=lambda kv: (kv[0] != "clip_l", kv[0]))
+    return found
+
+
+class PromptTokens:
+    """Pieces at context positions for ``text`` as CLIPTextEncode tokenizes it (weights syntax, chunks).
+
+    ``pieces[p]`` is the raw BPE string at context position p, or None for sot/eot/padding and embeddings.
+    ``n_tokens`` is the context length (77 per chunk).
+    """
+
+    def __init__(self, clip, text: str):
+        name, sdtok = sd_tokenizers(clip)[0]
+        self.sdtok = sdtok
+        key = name.replace("clip_", "")
+        tokens = clip.tokenize(text)
+        chunks = tokens[key] if isinstance(tokens, dict) and key in tokens else next(iter(tokens.values()))
+        special = {getattr(sdtok, a, None) for a in ("start_token", "end_token", "pad_token")}
+        special.discard(None)
+        self.pieces: list[str | None] = []
+        for chunk in chunks:
+            for item in chunk:
+                t = item[0]
+                if isinstance(t, int) and t not in special:
+                    self.pieces.append(sdtok.inv_vocab.get(t))
+                else:
+                    self.pieces.append(None)
+        self.n_tokens = len(self.pieces)
+        self.text = text
+
+    def tokenize_word(self, word: str) -> list[str]:
+        ids = self.sdtok.tokenizer(word)["input_ids"]
+        start = getattr(self.sdtok, "tokens_start", 1)
+        end = -1 if getattr(self.sdtok, "tokenizer_adds_end_token", True) else None
+        return [self.sdtok.inv_vocab[i] for i in ids[start:end]]
+
+    def locate(self, words: list[str]) -> list[list[int] | None]:
+        return locate_words(self.pieces, words, self.tokenize_word)
+
+    def prompt_positions(self) -> list[int]:
+        return [i for i, p in enumerate(self.pieces) if p is not None]
+
+    def describe(self) -> str:
+        return describe_tokens(self.pieces)
+
+
+def parse_word_list(text: str) -> list[str]:
+    """``"cat, frog ; teddy bear"`` -> ["cat", "frog", "teddy bear"] (commas, semicolons or new lines)."""
+    import re
+    return [w.strip() for w in re.split(r"[,;\n]", text or "") if w.strip()]
+
+
+def parse_index_list(text: str) -> list[list[int]]:
+    """``"2, 5+6"`` -> [[2], [5, 6]]: raw context positions, ``+`` joins the pieces of one word."""
+    groups = []
+    for part in parse_word_list(text):
+        try:
+            groups.append([int(p) for p in part.split("+")])
+        except ValueError:
+            raise ValueError(f"token_indices: '{part}' is not a number; write positions like '2, 5' or '5+6' "
+                             "for a word split into two pieces (sot is position 0)") from None
+    return groups
