@@ -23,3 +23,27 @@ def pack():
 def artifacts_dir():
     os.makedirs(ARTIFACTS, exist_ok=True)
     return ARTIFACTS
+
+
+CKPT_NAME = "faithful_tiny_sd1.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint():
+    """The generated random SD1.x checkpoint (made once per machine, in the ignored .host/cache folder)."""
+    from tools.checkpoint import write_checkpoint
+    cache = os.environ.get("FAITHFUL_CACHE", os.path.join(ROOT, ".host", "cache"))
+    return write_checkpoint(os.path.join(cache, CKPT_NAME))
+
+
+@pytest.fixture(scope="session")
+def server(tiny_checkpoint, tmp_path_factory):
+    """One headless ComfyUI with this pack and the tiny checkpoint, for the whole session."""
+    from tools.server import Server, make_base_dir
+    base = make_base_dir(str(tmp_path_factory.mktemp("comfy-base")), {CKPT_NAME: tiny_checkpoint})
+    srv = Server(base)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -1,0 +1,38 @@
+"""API-format graphs (the JSON that POST /prompt takes) for tests, the example runner and the benchmark."""
+from __future__ import annotations
+
+
+def base_graph(ckpt: str, prompt: str, negative: str = "", seed: int = 0, steps: int = 8, cfg: float = 7.5,
+               width: int = 128, height: int = 128, sampler: str = "euler", scheduler: str = "normal",
+               denoise: float = 1.0, prefix: str = "faithful", batch: int = 1) -> dict:
+    """Load Checkpoint -> CLIPTextEncode x2 -> KSampler -> VAEDecode -> SaveImage. Node ids are fixed strings:
+    ckpt, pos, neg, latent, sampler, decode, save. Guidance nodes are inserted with ``insert_model_patch``."""
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["ckpt", 1]}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
+        "sampler": {"class_type": "KSampler", "inputs": {
+            "model": ["ckpt", 0], "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler,
+            "scheduler": scheduler, "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+            "denoise": denoise}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
+    }
+
+
+def insert_model_patch(graph: dict, node_id: str, class_type: str, inputs: dict, model_input: str = "model") -> dict:
+    """Put a MODEL -> MODEL node between the sampler and whatever fed its model."""
+    g = dict(graph)
+    upstream = g["sampler"]["inputs"]["model"]
+    g[node_id] = {"class_type": class_type, "inputs": dict(inputs, **{model_input: upstream})}
+    g["sampler"] = {**g["sampler"], "inputs": {**g["sampler"]["inputs"], "model": [node_id, 0]}}
+    return g
+
+
+def excite_graph(ckpt: str, prompt: str = "a cat and a frog", subjects: str = "cat, frog", **kw) -> dict:
+    opts = {k: kw.pop(k) for k in list(kw) if k in ("scale_factor", "attention_factor", "max_refinement_steps",
+                                                   "iterative_refinement", "guided_fraction", "token_indices")}
+    g = base_graph(ckpt, prompt, **kw)
+    return insert_model_patch(g, "excite", "FaithfulExciteTokens",
+                              dict({"clip": ["ckpt", 1], "prompt": prompt, "subjects": subjects}, **opts))

@@ -1,0 +1,160 @@
+"""Start a headless ComfyUI server with this pack, queue API-format graphs, and collect their outputs.
+
+Only loopback addresses are used. The server runs from the host tree with its own --base-directory (models,
+custom_nodes -> this checkout, input, output, user), an in-memory database, and the CPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import requests
+
+from .host import ROOT, host_dir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_base_dir(base: str | None = None, checkpoints: dict[str, str] | None = None) -> str:
+    """A server base directory with custom_nodes/faithful linked to this checkout and the given checkpoints
+    (name -> path) linked into models/checkpoints."""
+    base = base or tempfile.mkdtemp(prefix="faithful-base-")
+    for d in ("custom_nodes", "models/checkpoints", "input", "output", "user/default", "temp"):
+        os.makedirs(os.path.join(base, d), exist_ok=True)
+    link = os.path.join(base, "custom_nodes", "faithful")
+    if not os.path.islink(link) and not os.path.exists(link):
+        os.symlink(ROOT, link)
+    settings = os.path.join(base, "user", "default", "comfy.settings.json")
+    if not os.path.exists(settings):
+        with open(settings, "w") as f:
+            json.dump({"Comfy.TutorialCompleted": True}, f)
+    for name, path in (checkpoints or {}).items():
+        dst = os.path.join(base, "models", "checkpoints", name)
+        if not os.path.exists(dst):
+            os.symlink(os.path.abspath(path), dst)
+    return base
+
+
+class Server:
+    def __init__(self, base_dir: str, port: int | None = None, comfyui: str | None = None, python: str | None = None,
+                 extra_args: list[str] | None = None, log_path: str | None = None):
+        self.base_dir = base_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.comfyui = comfyui or host_dir()
+        self.python = python or sys.executable
+        self.extra_args = extra_args or []
+        self.log_path = log_path or os.path.join(base_dir, f"server-{self.port}.log")
+        self.proc: subprocess.Popen | None = None
+        self.client_id = uuid.uuid4().hex
+
+    def start(self, timeout: float = 120) -> "Server":
+        cmd = [self.python, os.path.join(self.comfyui, "main.py"), "--cpu", "--listen", "127.0.0.1",
+               "--port", str(self.port), "--disable-auto-launch", "--base-directory", self.base_dir,
+               "--database-url", "sqlite:///:memory:"] + self.extra_args
+        self._log = open(self.log_path, "w")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}; log:\n{self.log()[-4000:]}")
+            try:
+                if requests.get(self.url + "/system_stats", timeout=2).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not answer within {timeout}s; log:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- API -------------------------------------------------------------------------------------------------
+    def object_info(self) -> dict:
+        return requests.get(self.url + "/object_info", timeout=60).json()
+
+    def queue(self, graph: dict) -> str:
+        r = requests.post(self.url + "/prompt", json={"prompt": graph, "client_id": self.client_id}, timeout=60)
+        if r.status_code != 200:
+            raise PromptRejected(r.status_code, r.text)
+        return r.json()["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            h = requests.get(f"{self.url}/history/{prompt_id}", timeout=30).json()
+            status = h.get(prompt_id, {}).get("status", {})
+            if status.get("completed") is not None or status.get("status_str") in ("success", "error"):
+                return h[prompt_id]
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI died while running the prompt; log:\n{self.log()[-4000:]}")
+            time.sleep(0.3)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s")
+
+    def run(self, graph: dict, timeout: float = 600) -> dict:
+        return self.wait(self.queue(graph), timeout)
+
+    def images(self, entry: dict) -> list[bytes]:
+        out = []
+        for node_out in entry.get("outputs", {}).values():
+            for im in node_out.get("images", []):
+                r = requests.get(self.url + "/view", params={"filename": im["filename"], "subfolder": im.get("subfolder", ""),
+                                                             "type": im.get("type", "output")}, timeout=60)
+                r.raise_for_status()
+                out.append(r.content)
+        return out
+
+
+class PromptRejected(Exception):
+    def __init__(self, status, text):
+        super().__init__(f"/prompt answered {status}: {text[:2000]}")
+        self.status = status
+        self.text = text
+
+
+def execution_error(entry: dict) -> dict | None:
+    """The execution_error message of a history entry, or None."""
+    for kind, data in entry.get("status", {}).get("messages", []):
+        if kind == "execution_error":
+            return data
+    return None
+
+
+def cached_nodes(entry: dict) -> list[str]:
+    for kind, data in entry.get("status", {}).get("messages", []):
+        if kind == "execution_cached":
+            return list(data.get("nodes", []))
+    return []
