@@ -122,7 +122,7 @@ class AttentionPatch:
             cap = extra_options.get(CAPTURE_KEY)
             if cap is not None:
                 cap.record(q, k, extra_options)
-            if run is not None and run.observers:
+            elif run is not None and run.observers:  # the sampler's own forwards only, never guidance passes
                 for ob in run.observers:
                     ob(q, k, extra_options)
         return out
