@@ -169,9 +169,11 @@ class ExciteTerm:
         attn = mean_map(maps[0])
         t = attn.shape[-1]
         bad = [p for g in self.token_groups for p in g if p >= t]
-        if bad:
-            raise ValueError(f"subject token positions {bad} are beyond the {t} tokens of the conditioning: "
-                             "the prompt given to Excite Tokens is not the prompt of the positive conditioning")
+        expected = getattr(self, "expected_tokens", None)
+        if bad or (expected is not None and expected != t):
+            raise ValueError(f"Excite Tokens: the positive conditioning has {t} tokens but the node's prompt has "
+                             f"{expected}: the prompt given to Excite Tokens is not the prompt of the positive "
+                             "conditioning. Connect the same text to both (convert the widget to an input).")
         return max_attention_per_token(attn, self.token_groups, self.keep_mask(t, attn.device),
                                        self.smoothing, self.kernel_size, self.sigma)
 

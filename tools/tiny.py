@@ -24,7 +24,7 @@ SDXL_POOLED = 32  # pooled text width; SDXL's adm input = pooled + 6 size embedd
 SDXL_CONFIG = dict(model_channels=32, channel_mult=[1, 2, 2], num_res_blocks=[1, 1, 1], transformer_depth=[0, 1, 2],
                    transformer_depth_output=[0, 0, 1, 1, 2, 2], transformer_depth_middle=2,
                    context_dim=64, num_heads=-1, num_head_channels=8, use_linear_in_transformer=True,
-                   in_channels=4, out_channels=4, adm_in_channels=SDXL_POOLED + 6 * 256, use_temporal_attention=False,
+                   in_channels=4, out_channels=4, adm_in_channels=SDXL_POOLED + 6 * 256, num_classes="sequential", use_temporal_attention=False,
                    use_spatial_transformer=True, legacy=False, image_size=32)
 
 
