@@ -131,3 +131,10 @@ def test_prompt_mismatch_is_a_clear_error(sd1):
     m = _excite(model, prompt=long_prompt, subjects="frog")
     with pytest.raises(ValueError, match="not the prompt of the positive conditioning"):
         _sample(m, pos, neg, seed=1)
+
+
+def test_unsupported_family_is_a_clear_error(pack):
+    flux = tiny.build_flux()
+    with pytest.raises(ValueError, match="supports SD1.x, SD2.x and SDXL") as e:
+        _excite(flux)
+    assert "Flux" in str(e.value)

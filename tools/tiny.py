@@ -101,3 +101,20 @@ def random_cond(batch: int = 1, tokens: int = 77, dim: int = 64, seed: int = 0, 
     if pooled:
         extra["pooled_output"] = torch.randn(batch, pooled, generator=g)
     return [[emb, extra]]
+
+
+FLUX_CONFIG = dict(image_model="flux", guidance_embed=True, in_channels=16, out_channels=16, vec_in_dim=32,
+                   context_in_dim=32, hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1,
+                   axes_dim=[8, 12, 12], theta=10000, patch_size=2, qkv_bias=True)
+
+
+def build_flux(seed: int = 0):
+    """A tiny random Flux (DiT, flow matching) through ComfyUI's classes: a family Faithful cannot guide."""
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+    import comfy.model_management as mm
+    conf = sm.Flux(copy.deepcopy(FLUX_CONFIG))
+    conf.set_inference_dtype(torch.float32, None)
+    model = conf.get_model({})
+    init_weights(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
