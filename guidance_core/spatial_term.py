@@ -1,0 +1,90 @@
+"""InfSplign (arXiv 2512.17851) as a guidance-engine term: noise-space guidance every step.
+
+eps <- eps_cfg + w * dL/dz with w = 1000 (the reference's sg_grad_wt), L the compound loss of
+``guidance_core.spatial.infsplign_loss`` averaged over the decoder cross-attention layers the paper reads:
+SD1.x/SD2.x: the decoder's 16x16 layers (presence group, "top") and 32x32 layers (balance group, "mid") at
+512 px, i.e. latent/4 and latent/2; SDXL: the second decoder block at 32x32 (latent/4), transformer sub-blocks
+1-3 (up_blocks.0.attentions.1.transformer_blocks.{1,2,3}), read as the presence group.
+"""
+from __future__ import annotations
+
+from .maps import LayerSelector
+
+SD_TOP = LayerSelector(kinds=("output",), factors=(4,))
+SD_MID = LayerSelector(kinds=("output",), factors=(2,))
+SDXL_TOP = LayerSelector(kinds=("output",), factors=(4,), block_ordinals=(1,), transformer_indices=(1, 2, 3))
+
+
+class SpatialTerm:
+    """Relations are (positions of A, canonical relation, positions of B). Guided at steps with
+    start <= i/N < end (every step by default)."""
+    name = "infsplign"
+    channel = "noise"
+    max_refinement_steps = 0
+
+    def __init__(self, relations, guidance_scale: float = 1000.0, alpha: float = 1.5, margin: float = 0.25,
+                 w_spatial: float = 0.5, w_presence: float = 1.0, w_balance: float = 1.0, start: float = 0.0,
+                 end: float = 1.0, deep_decoder: bool = False, map_size: int = 64):
+        from .spatial import canonical_relation
+        if not relations:
+            raise ValueError("Spatial Alignment Loss needs at least one relation such as 'car left of dog'")
+        self.relations = [(list(a), canonical_relation(r), list(b)) for a, r, b in relations]
+        self.guidance_scale = float(guidance_scale)
+        self.kw = dict(alpha=alpha, margin=margin, w_spatial=w_spatial, w_presence=w_presence, w_balance=w_balance)
+        self.start, self.end = float(start), float(end)
+        self.map_size = int(map_size)
+        self.selectors = (SDXL_TOP,) if deep_decoder else (SD_TOP, SD_MID)
+        self.expected_tokens = None
+
+    def active(self, step) -> bool:
+        f = step.i / max(1, step.n)
+        return self.start <= f < self.end
+
+    def weight(self, step) -> float:
+        return self.guidance_scale
+
+    def refinement_threshold(self, step):
+        return None
+
+    def loss(self, maps, step):
+        from .spatial import infsplign_loss, resize_maps
+        groups = ("top", "mid")
+        layer_maps = []
+        for g, captured in zip(groups, maps):
+            for m in captured:
+                t = m.probs.shape[-1]
+                if self.expected_tokens is not None and self.expected_tokens != t:
+                    raise ValueError(f"Spatial Alignment Loss: the positive conditioning has {t} tokens but the "
+                                     f"node's prompt has {self.expected_tokens}: use the sampler's positive prompt.")
+                # (B, h, w, T) -> resize each token map to map_size x map_size
+                p = m.probs.permute(0, 3, 1, 2)
+                p = resize_maps(p.flatten(0, 1), self.map_size).reshape(p.shape[0], p.shape[1], self.map_size, self.map_size)
+                layer_maps.append((p.permute(0, 2, 3, 1), g))
+        if not layer_maps:
+            raise ValueError("Spatial Alignment Loss found no decoder cross-attention at the expected resolutions "
+                             "(latent/4 and latent/2); is the image very small?")
+        loss, _ = infsplign_loss(layer_maps, self.relations, **self.kw)
+        return loss
+
+
+def parse_relation_line(line: str) -> tuple[str, str, str]:
+    """``"red car to the left of blue dog"`` -> ("red car", "to the left of", "blue dog"); also "A | rel | B".
+
+    The relation phrase is the longest known alias found between two non-empty sides.
+    """
+    from .spatial import RELATION_ALIASES
+    text = " ".join(line.strip().split())
+    if "|" in text:
+        parts = [p.strip() for p in text.split("|")]
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"relation '{line}': write 'object A | relation | object B', e.g. 'car | left of | dog'")
+        return parts[0], parts[1], parts[2]
+    low = f" {text.lower()} "
+    for alias in sorted(RELATION_ALIASES, key=len, reverse=True):
+        k = low.find(f" {alias} ")
+        if k > 0:
+            a, b = text[: k - 1 + 1].strip(), text[k + len(alias) + 1:].strip()
+            if a and b:
+                return a, alias, b
+    names = ", ".join(sorted(RELATION_ALIASES))
+    raise ValueError(f"relation '{line}' names no known relation; use one of: {names} (e.g. 'car left of dog')")
