@@ -71,6 +71,7 @@ class GuidanceResult:
     delta_x: torch.Tensor | None = None   # add to the sampler's x before predicting
     denoised_shift: torch.Tensor | None = None  # add to the returned denoised (noise channel)
     losses: dict[str, list[float]] = field(default_factory=dict)  # per term, per sample, at this step
+    diagnostics: dict[str, dict] = field(default_factory=dict)  # per term, what it chose to report
     refinement_iterations: int = 0
     backward_passes: int = 0
     skipped: str | None = None
@@ -176,6 +177,9 @@ class GuidanceEngine:
         _, per, leaf = self._evaluate(forward, x_cur, active, step)
         for t in active:
             res.losses[t.name] = [float(v) for v in per[t.name].detach().float().cpu()]
+            diag = getattr(t, "last_diagnostics", None)
+            if diag:
+                res.diagnostics[t.name] = diag
         g = self._weighted_grad(per, active, weights, leaf)
         res.backward_passes += 1
         if g is None:

@@ -63,7 +63,10 @@ class SpatialTerm:
         if not layer_maps:
             raise ValueError("Spatial Alignment Loss found no decoder cross-attention at the expected resolutions "
                              "(latent/4 and latent/2); is the image very small?")
-        loss, _ = infsplign_loss(layer_maps, self.relations, **self.kw)
+        loss, terms = infsplign_loss(layer_maps, self.relations, **self.kw)
+        # What the last layer measured for the last relation (the highest-resolution decoder layer): reported
+        # per step for previews and tests, never fed back.
+        self.last_diagnostics = {k: v.detach().float().cpu().tolist() for k, v in terms.items()}
         return loss
 
 

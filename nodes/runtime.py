@@ -250,7 +250,8 @@ class RunState:
         self.pending_delta = None
         if self.engine is not None:
             self.registry.last_report = [dict(step=r.step, losses=r.losses, refinement_iterations=r.refinement_iterations,
-                                              backward_passes=r.backward_passes, skipped=r.skipped)
+                                              backward_passes=r.backward_passes, skipped=r.skipped,
+                                              diagnostics=r.diagnostics)
                                          for r in self.engine.history]
         self.engine = None
 
