@@ -147,3 +147,26 @@ def test_two_guided_runs_back_to_back_do_not_share_state(sd1):
     assert not torch.equal(ra1, rb)
     assert _registry(a) is not _registry(b)
     assert "faithful_run" not in model.model_options["transformer_options"]
+
+
+def test_chained_methods_share_one_forward_and_one_backward(sd1):
+    """Excite Tokens (latent channel) + Spatial Alignment (noise channel) on one model: one backward per step,
+    and the guided conditional forward is run once (counted at the attention patch)."""
+    from faithful.nodes.excite import ExciteTokens
+    from faithful.nodes.spatial import SpatialAlignmentLoss
+    model, pos, neg = sd1
+    clip = tiny.TokenizerClip()
+    prompt = "a car to the left of a dog"
+    m = ExciteTokens.execute(model, clip, prompt, "car, dog", attention_factor=2, iterative_refinement=False).args[0]
+    m = SpatialAlignmentLoss.execute(m, clip, prompt, "car left of dog").args[0]
+    reg = _registry(m)
+    assert [t.name for t in reg.terms] == ["attend_and_excite", "infsplign"]
+    import comfy.sample
+    lat = torch.zeros(1, 4, 32, 32)
+    comfy.sample.sample(m, comfy.sample.prepare_noise(lat, 6), 6, 5.0, "euler", "normal", pos, neg, lat, seed=6,
+                        disable_pbar=True)
+    rep = reg.last_report
+    assert [r["step"] for r in rep] == list(range(6))
+    assert all(r["backward_passes"] == 1 for r in rep)
+    assert all(set(r["losses"]) == {"attend_and_excite", "infsplign"} for r in rep[:3])
+    assert all(set(r["losses"]) == {"infsplign"} for r in rep[3:])

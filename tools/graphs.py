@@ -36,3 +36,16 @@ def excite_graph(ckpt: str, prompt: str = "a cat and a frog", subjects: str = "c
     g = base_graph(ckpt, prompt, **kw)
     return insert_model_patch(g, "excite", "FaithfulExciteTokens",
                               dict({"clip": ["ckpt", 1], "prompt": prompt, "subjects": subjects}, **opts))
+
+
+def spatial_graph(ckpt: str, prompt: str = "a car to the left of a dog", relations: str = "car left of dog",
+                  **kw) -> dict:
+    opts = {k: kw.pop(k) for k in list(kw) if k in ("guidance_scale", "alpha", "margin", "start", "end")}
+    g = base_graph(ckpt, prompt, **kw)
+    return insert_model_patch(g, "spatial", "FaithfulSpatialAlignment",
+                              dict({"clip": ["ckpt", 1], "prompt": prompt, "relations": relations}, **opts))
+
+
+def chain(graph: dict, node_id: str, class_type: str, inputs: dict) -> dict:
+    """Add one more MODEL -> MODEL node in front of the sampler (after whatever is there)."""
+    return insert_model_patch(graph, node_id, class_type, inputs)

@@ -1,0 +1,28 @@
+"""Spatial Alignment Loss and chained guidance through the real server."""
+from tools.graphs import chain, spatial_graph
+from tools.server import execution_error
+
+from conftest import CKPT_NAME
+
+
+def test_spatial_writes_an_image(server):
+    entry = server.run(spatial_graph(CKPT_NAME, seed=31, steps=4, prefix="spatial"))
+    assert execution_error(entry) is None, execution_error(entry)
+    assert server.images(entry)
+
+
+def test_excite_and_spatial_chained_write_an_image(server):
+    prompt = "a car to the left of a dog"
+    g = spatial_graph(CKPT_NAME, prompt, seed=32, steps=4, prefix="chained")
+    g = chain(g, "excite", "FaithfulExciteTokens", {"clip": ["ckpt", 1], "prompt": prompt, "subjects": "car, dog",
+                                                      "iterative_refinement": False})
+    entry = server.run(g)
+    assert execution_error(entry) is None, execution_error(entry)
+    assert server.images(entry)
+
+
+def test_unknown_relation_is_a_node_error(server):
+    entry = server.run(spatial_graph(CKPT_NAME, relations="car behind dog", seed=33, steps=2, prefix="badrel"))
+    err = execution_error(entry)
+    assert err is not None and err["node_type"] == "FaithfulSpatialAlignment"
+    assert "no known relation" in err["exception_message"]
