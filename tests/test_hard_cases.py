@@ -150,8 +150,8 @@ def test_two_guided_runs_back_to_back_do_not_share_state(sd1):
 
 
 def test_chained_methods_share_one_forward_and_one_backward(sd1):
-    """Excite Tokens (latent channel) + Spatial Alignment (noise channel) on one model: one backward per step,
-    and the guided conditional forward is run once (counted at the attention patch)."""
+    """Excite Tokens (latent channel) + Spatial Alignment (noise channel) on one model: one backward per step
+    for both losses, and each term active exactly on its own steps."""
     from faithful.nodes.excite import ExciteTokens
     from faithful.nodes.spatial import SpatialAlignmentLoss
     model, pos, neg = sd1
