@@ -86,6 +86,22 @@ def syngen_loss(attn: torch.Tensor, subtrees: list[Subtree], prompt_positions: l
     return total
 
 
+def binding_margins(attn: torch.Tensor, subtrees: list[Subtree]) -> dict:
+    """For each modifier: D(modifier, other nouns) - D(modifier, own noun), per sample (positive = the modifier's
+    map is closer to its own noun than to the other nouns). Diagnostics only."""
+    out = []
+    nouns = [s.noun for s in subtrees]
+    for s in subtrees:
+        others = [n for n in nouns if n != s.noun]
+        for m in s.modifiers:
+            pm = spatial_distributions(attn, m).mean(1)
+            own = symmetric_kl(pm, spatial_distributions(attn, s.noun).mean(1))
+            if others:
+                other = torch.stack([symmetric_kl(pm, spatial_distributions(attn, o).mean(1)) for o in others]).mean(0)
+                out.append((other - own).float().cpu().tolist())
+    return {"margins": out}
+
+
 class SynGenTerm:
     """SynGen as a guidance-engine term (latent channel, no refinement).
 
@@ -124,4 +140,6 @@ class SynGenTerm:
         if self.expected_tokens is not None and self.expected_tokens != t:
             raise ValueError(f"Bind Attributes: the positive conditioning has {t} tokens but the bindings' prompt has "
                              f"{self.expected_tokens}: parse the same prompt that feeds the sampler's positive input.")
-        return syngen_loss(attn, self.subtrees, self.prompt_positions, self.include_entities)
+        loss = syngen_loss(attn, self.subtrees, self.prompt_positions, self.include_entities)
+        self.last_diagnostics = binding_margins(attn.detach(), self.subtrees)
+        return loss

@@ -49,3 +49,13 @@ def spatial_graph(ckpt: str, prompt: str = "a car to the left of a dog", relatio
 def chain(graph: dict, node_id: str, class_type: str, inputs: dict) -> dict:
     """Add one more MODEL -> MODEL node in front of the sampler (after whatever is there)."""
     return insert_model_patch(graph, node_id, class_type, inputs)
+
+
+def bind_graph(ckpt: str, prompt: str = "a pink sunflower and a yellow flamingo", edited_json: str = "",
+               **kw) -> dict:
+    """Parse Prompt Bindings -> Bind Attributes -> KSampler."""
+    opts = {k: kw.pop(k) for k in list(kw) if k in ("step_size", "guided_fraction", "attention_factor")}
+    g = base_graph(ckpt, prompt, **kw)
+    g["parse"] = {"class_type": "FaithfulParsePromptBindings",
+                  "inputs": {"clip": ["ckpt", 1], "prompt": prompt, "edited_json": edited_json}}
+    return insert_model_patch(g, "bind", "FaithfulBindAttributes", dict({"bindings": ["parse", 0]}, **opts))
