@@ -25,7 +25,7 @@ def artifacts_dir():
     return ARTIFACTS
 
 
-CKPT_NAME = "faithful_tiny_sd1.safetensors"
+from tools.host import TINY_CKPT_NAME as CKPT_NAME  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import requests
 from tools.server import execution_error
 from tools.workflows import ui_to_api
 
-from conftest import CKPT_NAME, ROOT
+from tools.host import ROOT, TINY_CKPT_NAME as CKPT_NAME
 
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "example_workflows", "*.json")))
 

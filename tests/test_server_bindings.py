@@ -2,7 +2,7 @@
 from tools.graphs import bind_graph
 from tools.server import execution_error
 
-from conftest import CKPT_NAME
+from tools.host import TINY_CKPT_NAME as CKPT_NAME
 
 
 def test_bind_attributes_writes_an_image_and_shows_the_parse(server):

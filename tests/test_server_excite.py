@@ -7,7 +7,7 @@ from PIL import Image
 from tools.graphs import base_graph, excite_graph
 from tools.server import cached_nodes, execution_error
 
-from conftest import CKPT_NAME
+from tools.host import TINY_CKPT_NAME as CKPT_NAME
 
 
 def _pixels(server, entry):

@@ -2,7 +2,7 @@
 from tools.graphs import chain, spatial_graph
 from tools.server import execution_error
 
-from conftest import CKPT_NAME
+from tools.host import TINY_CKPT_NAME as CKPT_NAME
 
 
 def test_spatial_writes_an_image(server):

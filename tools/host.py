@@ -46,3 +46,6 @@ def pack_nodes():
     mod = load_pack()
     ext = asyncio.run(mod.comfy_entrypoint())
     return asyncio.run(ext.get_node_list())
+
+# The generated test checkpoint's file name under models/checkpoints (tests and the example runner).
+TINY_CKPT_NAME = "faithful_tiny_sd1.safetensors"
