@@ -25,14 +25,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_base_dir(base: str | None = None, checkpoints: dict[str, str] | None = None) -> str:
-    """A server base directory with custom_nodes/faithful linked to this checkout and the given checkpoints
-    (name -> path) linked into models/checkpoints."""
+def make_base_dir(base: str | None = None, checkpoints: dict[str, str] | None = None, pack: bool = True) -> str:
+    """A server base directory with custom_nodes/faithful linked to this checkout (unless ``pack`` is False)
+    and the given checkpoints (name -> path) linked into models/checkpoints."""
     base = base or tempfile.mkdtemp(prefix="faithful-base-")
     for d in ("custom_nodes", "models/checkpoints", "input", "output", "user/default", "temp"):
         os.makedirs(os.path.join(base, d), exist_ok=True)
     link = os.path.join(base, "custom_nodes", "faithful")
-    if not os.path.islink(link) and not os.path.exists(link):
+    if pack and not os.path.islink(link) and not os.path.exists(link):
         os.symlink(ROOT, link)
     settings = os.path.join(base, "user", "default", "comfy.settings.json")
     if not os.path.exists(settings):
@@ -58,13 +58,18 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.client_id = uuid.uuid4().hex
 
-    def start(self, timeout: float = 120) -> "Server":
+    def start(self, timeout: float = 120, wait: bool = True) -> "Server":
+        """Launch the server; with ``wait`` (default) return once it answers, else call wait_ready later
+        (to start several servers in parallel)."""
         cmd = [self.python, os.path.join(self.comfyui, "main.py"), "--cpu", "--listen", "127.0.0.1",
                "--port", str(self.port), "--disable-auto-launch", "--base-directory", self.base_dir,
                "--database-url", "sqlite:///:memory:"] + self.extra_args
         self._log = open(self.log_path, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        return self.wait_ready(timeout) if wait else self
+
+    def wait_ready(self, timeout: float = 120) -> "Server":
         t0 = time.time()
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
@@ -84,6 +89,12 @@ class Server:
                 return f.read()
         except OSError:
             return ""
+
+    def kill(self):
+        """Die abruptly (SIGKILL to this server's own PID), as a crashed machine would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
