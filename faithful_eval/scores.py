@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     detect = None
     if a.detector:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())  # after everything else: a hook module must not shadow installed ones
         detect = _import_hook(a.detector)
     elif a.owlvit:
         labels = sorted({o for r in runner_rows(a.results) for o in r["objects"]})

@@ -10,6 +10,11 @@ if ROOT not in sys.path:
 from tools import host  # noqa: E402
 
 host.bootstrap_host()
+# ComfyUI's own top-level "nodes" module must win over this checkout's nodes/ package (which is only ever
+# imported as faithful.nodes); importing it now pins sys.modules["nodes"] to the host's.
+import nodes as _host_nodes  # noqa: E402,F401
+
+assert hasattr(_host_nodes, "KSampler"), f"'nodes' resolved to {_host_nodes.__file__}, not ComfyUI's nodes.py"
 
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
 
