@@ -22,7 +22,7 @@ def _base(model_cfg, prompt, negative="blurry, low quality", seed=42, cfg=7.5):
     input is left for the caller (set 'model' in node 6's inputs)."""
     s = model_cfg["size"]
     return [
-        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [20, 200], "widgets": {"ckpt_name": model_cfg["ckpt"]}},
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [20, 280], "widgets": {"ckpt_name": model_cfg["ckpt"]}},
         {"id": 2, "type": "PrimitiveStringMultiline", "pos": [20, 20], "title": "Prompt", "widgets": {"value": prompt}},
         {"id": 3, "type": "CLIPTextEncode", "pos": [420, 20], "title": "Positive",
          "widgets": {"text": prompt}, "inputs": {"clip": (1, 1), "text": (2, 0)}},
@@ -34,7 +34,7 @@ def _base(model_cfg, prompt, negative="blurry, low quality", seed=42, cfg=7.5):
                      "scheduler": "normal", "denoise": 1.0},
          "inputs": {"positive": (3, 0), "negative": (4, 0), "latent_image": (5, 0)}},
         {"id": 7, "type": "VAEDecode", "pos": [1540, 100], "inputs": {"samples": (6, 0), "vae": (1, 2)}},
-        {"id": 8, "type": "SaveImage", "pos": [1780, 100], "size": [400, 450], "widgets": {"filename_prefix": "faithful"},
+        {"id": 8, "type": "SaveImage", "pos": [1900, 100], "size": [400, 450], "widgets": {"filename_prefix": "faithful"},
          "inputs": {"images": (7, 0)}},
     ]
 
@@ -55,9 +55,53 @@ def excite(model_cfg):
     return _set_model(spec, (10, 0))
 
 
+def bind(model_cfg):
+    prompt = "a pink sunflower and a yellow flamingo"
+    spec = _base(model_cfg, prompt)
+    spec.append({"id": 11, "type": "FaithfulParsePromptBindings", "pos": [420, 700], "size": [340, 300],
+                 "widgets": {"prompt": prompt}, "inputs": {"clip": (1, 1), "prompt": (2, 0)}})
+    spec.append({"id": 12, "type": "FaithfulBindAttributes", "pos": [820, 20], "size": [320, 200],
+                 "widgets": {"attention_factor": model_cfg["factor"]}, "inputs": {"model": (1, 0), "bindings": (11, 0)}})
+    return _set_model(spec, (12, 0))
+
+
+def spatial(model_cfg):
+    prompt = "a red car to the left of a blue dog"
+    spec = _base(model_cfg, prompt)
+    spec.append({"id": 13, "type": "FaithfulSpatialAlignment", "pos": [820, 20], "size": [340, 420],
+                 "widgets": {"prompt": prompt, "relations": "car left of dog"},
+                 "inputs": {"model": (1, 0), "clip": (1, 1), "prompt": (2, 0)}})
+    return _set_model(spec, (13, 0))
+
+
+def combined(model_cfg):
+    """Excite Tokens -> Bind Attributes -> Spatial Alignment Loss on one model: one loss, one backward."""
+    prompt = "a red car to the left of a blue dog"
+    spec = _base(model_cfg, prompt)
+    spec.append({"id": 10, "type": "FaithfulExciteTokens", "pos": [820, 20], "size": [340, 420],
+                 "widgets": {"prompt": prompt, "subjects": "car, dog", "attention_factor": model_cfg["factor"]},
+                 "inputs": {"model": (1, 0), "clip": (1, 1), "prompt": (2, 0)}})
+    spec.append({"id": 11, "type": "FaithfulParsePromptBindings", "pos": [420, 700], "size": [340, 300],
+                 "widgets": {"prompt": prompt}, "inputs": {"clip": (1, 1), "prompt": (2, 0)}})
+    spec.append({"id": 12, "type": "FaithfulBindAttributes", "pos": [820, 480], "size": [320, 200],
+                 "widgets": {"attention_factor": model_cfg["factor"]}, "inputs": {"model": (10, 0), "bindings": (11, 0)}})
+    spec.append({"id": 13, "type": "FaithfulSpatialAlignment", "pos": [820, 720], "size": [340, 420],
+                 "widgets": {"prompt": prompt, "relations": ""},
+                 "inputs": {"model": (12, 0), "clip": (1, 1), "prompt": (2, 0), "bindings": (11, 0)}})
+    for n in spec:
+        if n["id"] == 6:
+            n["pos"] = [1220, 100]
+    return _set_model(spec, (13, 0))
+
+
 EXAMPLES_SPEC = {
     "faithful_excite_tokens_sd15": (excite, SD15, {"FaithfulExciteTokens"}),
     "faithful_excite_tokens_sdxl": (excite, SDXL, {"FaithfulExciteTokens"}),
+    "faithful_bind_attributes_sd15": (bind, SD15, {"FaithfulParsePromptBindings", "FaithfulBindAttributes"}),
+    "faithful_spatial_alignment_sd15": (spatial, SD15, {"FaithfulSpatialAlignment"}),
+    "faithful_spatial_alignment_sdxl": (spatial, SDXL, {"FaithfulSpatialAlignment"}),
+    "faithful_combined_sd15": (combined, SD15, {"FaithfulExciteTokens", "FaithfulBindAttributes",
+                                               "FaithfulSpatialAlignment"}),
 }
 
 
@@ -77,6 +121,22 @@ def write_all(object_info: dict, out_dir: str = EXAMPLES) -> list[str]:
     return written
 
 
+def thumbnail(url: str, workflow_path: str) -> str:
+    """<name>.jpg beside the workflow: a screenshot of the graph in the page, for the template browser."""
+    from PIL import Image
+    from tools import page
+    png = workflow_path[:-5] + ".png"
+    errors = page.screenshot_workflow(url, workflow_path, png)
+    if errors:
+        raise RuntimeError(f"page errors while loading {workflow_path}: {errors}")
+    im = Image.open(png).convert("RGB")
+    im.thumbnail((768, 768))
+    jpg = workflow_path[:-5] + ".jpg"
+    im.save(jpg, quality=85)
+    os.remove(png)
+    return jpg
+
+
 def main():
     sys.path.insert(0, ROOT)
     from tools.server import Server, make_base_dir
@@ -84,6 +144,8 @@ def main():
     with Server(make_base_dir(tempfile.mkdtemp(prefix="faithful-examples-"))) as srv:
         for p in write_all(srv.object_info()):
             print("wrote", p)
+            if "--no-thumbnails" not in sys.argv:
+                print("wrote", thumbnail(srv.url, p))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""Drive the ComfyUI page in headless Chromium (Debian's /usr/bin/chromium through Python playwright; never a
+browser download): open the server's page, load a workflow, take screenshots, read page errors."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+CHROMIUM = os.environ.get("FAITHFUL_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def available() -> bool:
+    return os.path.exists(CHROMIUM)
+
+
+@contextlib.contextmanager
+def open_page(url: str, width: int = 1600, height: int = 900, timeout_ms: int = 60000):
+    """Yields (page, errors): the ComfyUI page loaded and its app ready; errors collects page errors."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)  # playwright gives it a fresh profile
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url, timeout=timeout_ms)
+            page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=timeout_ms)
+            # Hide announcement banners and the minimap, which only cover the graph in screenshots.
+            page.add_style_tag(content=".p-toast, [class*=banner], [class*=minimap] { display: none !important; }")
+            yield page, errors
+        finally:
+            browser.close()
+
+
+def load_workflow(page, workflow: dict, settle_ms: int = 1500) -> None:
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    page.wait_for_timeout(settle_ms)
+
+
+def fit_view(page) -> None:
+    page.evaluate("""() => {
+        const c = window.app.canvas; const nodes = window.app.graph._nodes;
+        if (!nodes.length) return;
+        let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+        for (const n of nodes) { x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+                                 x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }
+        const w = c.canvas.width / (window.devicePixelRatio || 1), h = c.canvas.height / (window.devicePixelRatio || 1);
+        // leave room for the side bar (left) and the menu and run bars (top)
+        const L = 80, T = 140, R = 20, B = 20;
+        const s = Math.min((w - L - R) / (x1 - x0), (h - T - B) / (y1 - y0), 1.2);
+        c.ds.scale = s; c.ds.offset = [L / s - x0, T / s - y0]; c.setDirty(true, true);
+    }""")
+    page.wait_for_timeout(500)
+
+
+def screenshot_workflow(url: str, workflow_path: str, out_png: str, width: int = 1800, height: int = 900) -> list[str]:
+    """Load a workflow file into the page and save a screenshot; returns the page errors seen."""
+    with open(workflow_path) as f:
+        wf = json.load(f)
+    with open_page(url, width, height) as (page, errors):
+        load_workflow(page, wf)
+        fit_view(page)
+        os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+        page.screenshot(path=out_png)
+        return errors
