@@ -103,3 +103,39 @@ def validate_regions(masks: torch.Tensor, token_sets: list[list[int]], latent_hw
         if abs(H / W - h / w) > 0.05:
             raise ValueError(f"Layout Regions: the masks are {W}x{H} but the image is {w * 8}x{h * 8} (latent {w}x{h}): "
                              "use masks with the image's aspect ratio")
+
+
+def modulated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, R: torch.Tensor,
+                        s: torch.Tensor, lam: float, w: float, chunk: int = 1024) -> torch.Tensor:
+    """Attention with DenseDiffusion-modulated scores: q (B, N, H*D), k, v (B, T, H*D), R (N, T), s (N,) ->
+    (B, N, H*D). Query rows are processed ``chunk`` at a time so a 4096x4096 self-attention never needs the
+    whole score tensor; scores and softmax in float32."""
+    from .attention import attend, attention_scores
+    out = []
+    for i in range(0, q.shape[1], chunk):
+        S = attention_scores(q[:, i:i + chunk].float(), k.float(), heads)       # (B, H, n, T)
+        P = modulate_scores(S, R[i:i + chunk], s[i:i + chunk], lam, w).softmax(-1)
+        out.append(attend(P, v.float(), heads))
+    return torch.cat(out, 1).to(q.dtype)
+
+
+def masks_from_layout(layout: dict, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Boxes of a drawn layout {"width", "height", "regions": [{"x", "y", "w", "h" in 0..1, "phrase"}]} ->
+    (N, H, W) masks at the latent size (H = height/8, W = width/8 unless ``size`` is given) and the phrases."""
+    W0, H0 = int(layout.get("width", 512)), int(layout.get("height", 512))
+    h, w = size or (max(1, round(H0 / 8)), max(1, round(W0 / 8)))
+    masks, phrases = [], []
+    for n, r in enumerate(layout.get("regions", [])):
+        try:
+            x, y, bw, bh = (float(r[k]) for k in ("x", "y", "w", "h"))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"Layout Regions: region {n + 1} needs numbers x, y, w, h (fractions of the image)") from None
+        m = torch.zeros(h, w)
+        x0, y0 = max(0, round(x * w)), max(0, round(y * h))
+        x1, y1 = min(w, round((x + bw) * w)), min(h, round((y + bh) * h))
+        m[y0:y1, x0:x1] = 1.0
+        masks.append(m)
+        phrases.append(str(r.get("phrase", "")).strip())
+    if not masks:
+        return torch.zeros(0, h, w), []
+    return torch.stack(masks), phrases

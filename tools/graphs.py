@@ -59,3 +59,16 @@ def bind_graph(ckpt: str, prompt: str = "a pink sunflower and a yellow flamingo"
     g["parse"] = {"class_type": "FaithfulParsePromptBindings",
                   "inputs": {"clip": ["ckpt", 1], "prompt": prompt, "edited_json": edited_json}}
     return insert_model_patch(g, "bind", "FaithfulBindAttributes", dict({"bindings": ["parse", 0]}, **opts))
+
+
+def layout_graph(ckpt: str, prompt: str = "a cat and a dog in a garden", layout: dict | None = None, **kw) -> dict:
+    """Layout Regions -> KSampler, with the node's spliced CONDITIONING as the sampler's positive input."""
+    import json as _json
+    layout = layout or {"width": kw.get("width", 128), "height": kw.get("height", 128), "regions": [
+        {"x": 0.0, "y": 0.0, "w": 0.5, "h": 1.0, "phrase": "a cat"},
+        {"x": 0.5, "y": 0.0, "w": 0.5, "h": 1.0, "phrase": "a dog"}]}
+    g = base_graph(ckpt, prompt, **kw)
+    g = insert_model_patch(g, "layout", "FaithfulLayoutRegions",
+                           {"clip": ["ckpt", 1], "prompt": prompt, "layout": _json.dumps(layout)})
+    g["sampler"]["inputs"]["positive"] = ["layout", 1]
+    return g
