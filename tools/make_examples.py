@@ -94,12 +94,32 @@ def combined(model_cfg):
     return _set_model(spec, (13, 0))
 
 
+def layout(model_cfg):
+    """Layout Regions: its CONDITIONING replaces the positive CLIPTextEncode at the sampler."""
+    import json as _json
+    prompt = "a cat and a dog in a garden"
+    spec = _base(model_cfg, prompt)
+    lay = {"width": model_cfg["size"], "height": model_cfg["size"], "regions": [
+        {"x": 0.02, "y": 0.3, "w": 0.46, "h": 0.6, "phrase": "a cat"},
+        {"x": 0.52, "y": 0.3, "w": 0.46, "h": 0.6, "phrase": "a dog"}]}
+    spec.append({"id": 14, "type": "FaithfulLayoutRegions", "pos": [820, 20], "size": [420, 760],
+                 "widgets": {"prompt": prompt, "layout": _json.dumps(lay)},
+                 "inputs": {"model": (1, 0), "clip": (1, 1), "prompt": (2, 0)}})
+    for n in spec:
+        if n["id"] == 6:
+            n["inputs"]["positive"] = (14, 1)
+            n["pos"] = [1300, 100]
+    return _set_model(spec, (14, 0))
+
+
 EXAMPLES_SPEC = {
     "faithful_excite_tokens_sd15": (excite, SD15, {"FaithfulExciteTokens"}),
     "faithful_excite_tokens_sdxl": (excite, SDXL, {"FaithfulExciteTokens"}),
     "faithful_bind_attributes_sd15": (bind, SD15, {"FaithfulParsePromptBindings", "FaithfulBindAttributes"}),
     "faithful_spatial_alignment_sd15": (spatial, SD15, {"FaithfulSpatialAlignment"}),
     "faithful_spatial_alignment_sdxl": (spatial, SDXL, {"FaithfulSpatialAlignment"}),
+    "faithful_layout_regions_sd15": (layout, SD15, {"FaithfulLayoutRegions"}),
+    "faithful_layout_regions_sdxl": (layout, SDXL, {"FaithfulLayoutRegions"}),
     "faithful_combined_sd15": (combined, SD15, {"FaithfulExciteTokens", "FaithfulBindAttributes",
                                                "FaithfulSpatialAlignment"}),
 }
