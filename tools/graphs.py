@@ -72,3 +72,25 @@ def layout_graph(ckpt: str, prompt: str = "a cat and a dog in a garden", layout:
                            {"clip": ["ckpt", 1], "prompt": prompt, "layout": _json.dumps(layout)})
     g["sampler"]["inputs"]["positive"] = ["layout", 1]
     return g
+
+
+def comparison_graph(ckpt: str, prompt: str = "a cat and a frog", subjects: str = "cat, frog", factor: int = 4,
+                     guidance: tuple[str, dict] | None = None, **kw) -> dict:
+    """One prompt, two branches from one checkpoint: the plain model and the guided one (Excite Tokens by
+    default), each with Record Attention, their own sampler and decode, saved as 'plain' and 'guided', and an
+    Attention Map Preview of guided vs unguided (node id 'preview')."""
+    g = base_graph(ckpt, prompt, prefix="guided", **kw)
+    cls, inputs = guidance or ("FaithfulExciteTokens", {"clip": ["ckpt", 1], "prompt": prompt, "subjects": subjects,
+                                                        "attention_factor": factor})
+    g["guide"] = {"class_type": cls, "inputs": dict(inputs, model=["ckpt", 0])}
+    rec = {"clip": ["ckpt", 1], "prompt": prompt, "words": subjects, "attention_factor": factor}
+    g["rec_guided"] = {"class_type": "FaithfulRecordAttention", "inputs": dict(rec, model=["guide", 0])}
+    g["rec_plain"] = {"class_type": "FaithfulRecordAttention", "inputs": dict(rec, model=["ckpt", 0])}
+    g["sampler"]["inputs"]["model"] = ["rec_guided", 0]
+    g["sampler_plain"] = {"class_type": "KSampler", "inputs": dict(g["sampler"]["inputs"], model=["rec_plain", 0])}
+    g["decode_plain"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sampler_plain", 0], "vae": ["ckpt", 2]}}
+    g["save_plain"] = {"class_type": "SaveImage", "inputs": {"images": ["decode_plain", 0], "filename_prefix": "plain"}}
+    g["preview"] = {"class_type": "FaithfulAttentionMapPreview", "inputs": {
+        "model": ["rec_guided", 0], "images": ["decode", 0], "compare_model": ["rec_plain", 0],
+        "compare_images": ["decode_plain", 0], "label": "guided", "compare_label": "unguided"}}
+    return g

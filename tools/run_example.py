@@ -4,8 +4,9 @@ By default it generates a small random SD1.x checkpoint (the images are noise-li
 and runs the pack's own ComfyUI host from scripts/setup.sh. With ``--ckpt`` it uses your checkpoint, and with
 ``--comfyui`` your ComfyUI folder (start it with the Python of that install via ``--python``).
 
-Writes into --out: ``plain.png`` (the stock KSampler), ``guided.png`` (the same seed with the guidance node),
-and ``attention.png`` (the attention-map grid of both runs, when the pack's preview node is available).
+Writes into --out: ``plain.png`` (the stock KSampler), ``guided.png`` (the same seed with Excite Tokens),
+and ``attention.png`` (Attention Map Preview: each subject's cross-attention over the image, guided above
+unguided), all from one prompt with two branches (tools.graphs.comparison_graph).
 """
 from __future__ import annotations
 
@@ -54,35 +55,23 @@ def main(argv=None):
         print(f"ComfyUI up in {time.time() - t0:.1f}s at {srv.url}; Faithful nodes: "
               + ", ".join(sorted(k for k in info if k.startswith("Faithful"))))
         common = dict(seed=a.seed, steps=steps, cfg=a.cfg, width=size, height=size)
-        plain = graphs.base_graph(name, a.prompt, prefix="plain", **common)
-        guided = graphs.excite_graph(name, a.prompt, a.subjects, prefix="guided", attention_factor=factor, **common)
-        have_preview = "FaithfulAttentionMapPreview" in info and hasattr(graphs, "with_attention_preview")
-        if have_preview:
-            plain, guided = graphs.with_attention_preview(plain, guided, a.prompt, a.subjects, factor)
-        results = {}
-        for label, g in (("plain", plain), ("guided", guided)):
-            t1 = time.time()
-            entry = srv.run(g, timeout=3600)
-            err = execution_error(entry)
-            if err:
-                print(f"{label}: {err['node_type']} failed: {err['exception_message']}", file=sys.stderr)
-                return 1
-            results[label] = entry
-            print(f"{label}: {time.time() - t1:.1f}s")
-        written = []
-        for label, entry in results.items():
-            for node_id, out in entry.get("outputs", {}).items():
-                imgs = out.get("images", [])
-                if not imgs:
-                    continue
-                kind = "attention" if "preview" in node_id else label
-                data = srv.images({"outputs": {node_id: out}})[0]
-                path = os.path.join(a.out, f"{kind}.png")
-                with open(path, "wb") as f:
-                    f.write(data)
-                written.append(path)
-        for p in written:
-            print("wrote", p)
+        graph = graphs.comparison_graph(name, a.prompt, a.subjects, factor, **common)
+        t1 = time.time()
+        entry = srv.run(graph, timeout=3600)
+        err = execution_error(entry)
+        if err:
+            print(f"{err['node_type']} failed: {err['exception_message']}", file=sys.stderr)
+            return 1
+        print(f"plain and guided runs with attention maps: {time.time() - t1:.1f}s")
+        names = {"save": "guided.png", "save_plain": "plain.png", "preview": "attention.png"}
+        for node_id, fname in names.items():
+            out = entry.get("outputs", {}).get(node_id)
+            if not out:
+                continue
+            path = os.path.join(a.out, fname)
+            with open(path, "wb") as f:
+                f.write(srv.images({"outputs": {node_id: out}})[0])
+            print("wrote", path)
     return 0
 
 
