@@ -11,64 +11,13 @@ import math
 import pytest
 import torch
 
-from tools import tiny
+from tools import reference, tiny
 
 diffusers = pytest.importorskip("diffusers")
 
-UNET_COMFY = dict(model_channels=32, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[1, 0],
-                  transformer_depth_output=[1, 1, 0, 0], transformer_depth_middle=1, context_dim=64, num_heads=8,
-                  num_head_channels=-1, use_linear_in_transformer=False, in_channels=4, out_channels=4,
-                  adm_in_channels=None, use_temporal_attention=False, use_spatial_transformer=True, legacy=False,
-                  image_size=16)
 STEPS = 10
 PROMPT = "a cat and a frog"
 INDICES = [2, 5]
-
-
-def _diffusers_unet(seed=0):
-    from diffusers import UNet2DConditionModel
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
-                                attention_head_dim=8, norm_num_groups=32)
-    with torch.no_grad():  # make the random model less degenerate than diffusers' zero-init output convs
-        for name, p in unet.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn_like(p) / math.sqrt(p[0].numel()))
-    return unet.eval()
-
-
-def _comfy_model(dunet):
-    import comfy.model_patcher
-    import comfy.supported_models as sm
-    import comfy.utils
-    import copy
-    cfg = copy.deepcopy(UNET_COMFY)
-    conf = sm.SD15(cfg)
-    conf.unet_config.update(num_heads=8, num_head_channels=-1)
-    conf.set_inference_dtype(torch.float32, None)
-    model = conf.get_model({})
-    keymap = comfy.utils.unet_to_diffusers(copy.deepcopy(UNET_COMFY))
-    dsd = dunet.state_dict()
-    csd = {comfy_key: dsd[dkey] for dkey, comfy_key in keymap.items() if dkey in dsd}
-    model.diffusion_model.load_state_dict(csd, strict=True)  # every ComfyUI weight comes from diffusers
-    return comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
-
-
-def _pipeline(dunet):
-    from diffusers import AutoencoderKL, DDIMScheduler
-    from diffusers.pipelines.deprecated.stable_diffusion_attend_and_excite import StableDiffusionAttendAndExcitePipeline
-    from transformers import CLIPTextConfig, CLIPTextModel
-    vae = AutoencoderKL(block_out_channels=(32,), down_block_types=("DownEncoderBlock2D",),
-                        up_block_types=("UpDecoderBlock2D",), latent_channels=4, norm_num_groups=32)
-    te = CLIPTextModel(CLIPTextConfig(hidden_size=64, intermediate_size=64, num_attention_heads=2,
-                                      num_hidden_layers=1, vocab_size=49408))
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
-    return StableDiffusionAttendAndExcitePipeline(vae=vae, text_encoder=te, tokenizer=None, unet=dunet,
-                                                  scheduler=sched, safety_checker=None, feature_extractor=None,
-                                                  requires_safety_checker=False)
 
 
 def _run_diffusers(pipe, cond, uncond, z_T):
@@ -110,13 +59,13 @@ def _run_comfy(model, cond, uncond, z_T, guided):
 
 
 def test_guided_latents_match_diffusers_attend_and_excite(pack):
-    dunet = _diffusers_unet(0)
-    model = _comfy_model(dunet)
+    dunet = reference.diffusers_unet("tiny", 0)
+    model = reference.comfy_model(dunet, "tiny")
     g = torch.Generator().manual_seed(1)
     cond = torch.randn(1, 77, 64, generator=g)
     uncond = torch.randn(1, 77, 64, generator=g)
     z_T = torch.randn(1, 4, 16, 16, generator=g)
-    ref = _run_diffusers(_pipeline(dunet), cond, uncond, z_T)
+    ref = _run_diffusers(reference.attend_and_excite_pipeline(dunet), cond, uncond, z_T)
     ours, m = _run_comfy(model, cond, uncond, z_T, guided=True)
     plain, _ = _run_comfy(model, cond, uncond, z_T, guided=False)
     assert len(ref) == len(ours) == STEPS
