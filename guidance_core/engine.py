@@ -84,8 +84,9 @@ class GuidanceEngine:
     """Runs guided steps for one sampling run; remembers where each set of layers ends so that later
     forwards stop right after the last layer a loss reads."""
 
-    def __init__(self, terms: Sequence[GuidanceTerm]):
+    def __init__(self, terms: Sequence[GuidanceTerm], early_stop: bool = True):
         self.terms = list(terms)
+        self.early_stop = early_stop
         self._stop_after: dict[tuple, int] = {}
         self.history: list[GuidanceResult] = []
 
@@ -104,7 +105,7 @@ class GuidanceEngine:
         sels = self._selectors(terms)
         key = tuple(sels)
         leaf = x.detach().requires_grad_(True)
-        store = forward(leaf, sels, self._stop_after.get(key))
+        store = forward(leaf, sels, self._stop_after.get(key) if self.early_stop else None)
         if key not in self._stop_after and store.wanted_seen > 0:
             self._stop_after[key] = store.wanted_seen
         total = None

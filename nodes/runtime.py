@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -224,7 +225,9 @@ class RunState:
         self.registry = registry
         self.sample_sigmas = sigmas.detach().float().cpu()
         self.latent_shape = tuple(latent_shape)
-        self.engine = GuidanceEngine(registry.terms) if registry.terms else None
+        # FAITHFUL_NO_EARLY_STOP=1 runs every guidance forward to the end (for the benchmark's comparison).
+        early = os.environ.get("FAITHFUL_NO_EARLY_STOP", "") != "1"
+        self.engine = GuidanceEngine(registry.terms, early_stop=early) if registry.terms else None
         self.modulations = [m.bind(self) if hasattr(m, "bind") else m for m in registry.modulations]
         self.observers = [o.bind(self) if hasattr(o, "bind") else o for o in registry.observers]
         self.seen_steps: set[int] = set()

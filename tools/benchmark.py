@@ -134,6 +134,21 @@ def run(size="small", steps=20, latent=16, reference=True, methods=None, repeat=
                            backward_per_guided_step=max((r["backward_passes"] for r in rep if not r["refinement_iterations"]),
                                                         default=None),
                            peak_rss_mib=mem.mib, ratio_peak_rss=mem.mib / max(1e-6, plain_mem.mib), cuda_mib=mem.cuda_mib)
+    if "excite" in table and (not methods or "excite" in methods):
+        # The early stop (forward ends after the last layer a loss reads), measured by turning it off.
+        os.environ["FAITHFUL_NO_EARLY_STOP"] = "1"
+        try:
+            m = _methods(clip, factor)["excite"](model)
+            total, st, mem = best([_sample(m, cond, uncond, lat, steps) for _ in range(repeat)])
+        finally:
+            os.environ.pop("FAITHFUL_NO_EARLY_STOP", None)
+        rep = _registry_report(m)
+        guided = [r["step"] for r in rep if not r["refinement_iterations"]]
+        gs = sum(st[i] for i in guided) / max(1, len(guided))
+        table["excite_no_early_stop"] = dict(total_s=total, ratio_total=total / plain_total,
+                                             overhead=(total - plain_total) / plain_total, guided_step_s=gs,
+                                             ratio_guided_step=gs / plain_step, peak_rss_mib=mem.mib,
+                                             ratio_peak_rss=mem.mib / max(1e-6, plain_mem.mib), cuda_mib=mem.cuda_mib)
     if "all_three" in table:
         heaviest = max(("excite", "syngen", "spatial"), key=lambda k: table.get(k, {}).get("guided_step_s", 0))
         table["all_three"]["ratio_guided_step_vs_heaviest"] = table["all_three"]["guided_step_s"] / table[heaviest]["guided_step_s"]
@@ -181,9 +196,9 @@ def _reference(dunet, size, cond, uncond, latent, steps, factor, table):
 def print_table(r):
     print(f"machine: {r['machine']}")
     print(f"settings: {r['settings']}")
-    print(f"{'method':<10} {'total s':>8} {'x plain':>8} {'step s':>8} {'step x':>7} {'peak MiB':>9} {'mem x':>6} {'bwd/step':>8}")
+    print(f"{'method':<21} {'total s':>8} {'x plain':>8} {'step s':>8} {'step x':>7} {'peak MiB':>9} {'mem x':>6} {'bwd/step':>8}")
     for name, row in r["comfyui"].items():
-        print(f"{name:<10} {row['total_s']:8.2f} {row.get('ratio_total', 1):8.2f} "
+        print(f"{name:<21} {row['total_s']:8.2f} {row.get('ratio_total', 1):8.2f} "
               f"{row.get('guided_step_s', row.get('step_s')):8.3f} {row.get('ratio_guided_step', 1):7.2f} "
               f"{row['peak_rss_mib']:9.0f} {row.get('ratio_peak_rss', 1):6.2f} {row.get('backward_per_guided_step', '-')!s:>8}")
     if "all_three" in r["comfyui"]:
