@@ -5,7 +5,7 @@ from tools import benchmark
 def test_benchmark_small_runs_and_reports(pack):
     r = benchmark.run("small", steps=8, latent=16, reference=True, methods=["excite", "spatial"])
     t = r["comfyui"]
-    assert set(t) == {"plain", "excite", "spatial"}
+    assert set(t) == {"plain", "excite", "spatial", "excite_no_early_stop"}
     for name in ("excite", "spatial"):
         row = t[name]
         assert row["total_s"] > 0 and row["ratio_total"] > 0 and row["guided_steps"] > 0

@@ -16,13 +16,26 @@ def _pixels(server, entry):
     return np.asarray(Image.open(io.BytesIO(imgs[0])).convert("RGB"), dtype=np.int16)
 
 
+ALL_NODES = {"FaithfulExciteTokens", "FaithfulParsePromptBindings", "FaithfulBindAttributes",
+             "FaithfulSpatialAlignment", "FaithfulLayoutRegions", "FaithfulRecordAttention",
+             "FaithfulAttentionMapPreview", "FaithfulPromptFromSet"}
+
+
 def test_nodes_registered_without_import_failure(server):
+    import os
+    import requests
+    from tools.host import ROOT
     info = server.object_info()
-    assert "FaithfulExciteTokens" in info
-    node = info["FaithfulExciteTokens"]
-    assert node["description"]
-    for name, spec in {**node["input"]["required"], **node["input"].get("optional", {})}.items():
-        assert spec[1].get("tooltip"), f"input {name} has no tooltip"
+    assert ALL_NODES <= set(info), sorted(ALL_NODES - set(info))
+    for node_id in ALL_NODES:
+        node = info[node_id]
+        assert len(node["description"]) > 40, node_id
+        for name, spec in {**node["input"]["required"], **node["input"].get("optional", {})}.items():
+            assert spec[1].get("tooltip"), f"{node_id} input {name} has no tooltip"
+        assert all(node.get("output_tooltips") or [None]), f"{node_id} has an output without a tooltip"
+        assert os.path.exists(os.path.join(ROOT, "web", "docs", node_id + ".md")), f"{node_id} has no docs page"
+        doc = requests.get(f"{server.url}/extensions/faithful/docs/{node_id}.md", timeout=30)
+        assert doc.ok and doc.text.startswith("# "), node_id
     bad = [ln for ln in server.log().splitlines()
            if ("IMPORT FAILED" in ln or "Cannot import" in ln) and "faithful" in ln.lower()]
     assert not bad, bad

@@ -160,15 +160,19 @@ def run(size="small", steps=20, latent=16, reference=True, methods=None, repeat=
                                attention_factor=factor, repeat=repeat),
               "comfyui": table}
     if reference and (not methods or "excite" in methods):
-        result["diffusers_reference"] = _reference(dunet, size, cond, uncond, latent, steps, factor, table)
+        from faithful.nodes.tokens import PromptTokens
+        indices = [p for g in PromptTokens(clip, PROMPT).locate(["cat", "frog"]) for p in g]  # the same tokens
+        result["diffusers_reference"] = _reference(dunet, size, cond, uncond, latent, steps, factor, table, indices)
     return result
 
 
-def _reference(dunet, size, cond, uncond, latent, steps, factor, table):
+def _reference(dunet, size, cond, uncond, latent, steps, factor, table, indices):
     """diffusers' plain pipeline vs its Attend-and-Excite pipeline on the same UNet, same schedule."""
     import torch
     from tools import reference as ref
-    z = torch.randn(1, 4, latent, latent, generator=torch.Generator().manual_seed(2))
+    import comfy.sample
+    # the same starting latent as the ComfyUI runs (noise of seed 0, in diffusers' unit-variance convention)
+    z = comfy.sample.prepare_noise(torch.zeros(1, 4, latent, latent), 0)
     res = latent // factor
     common = dict(prompt_embeds=cond, negative_prompt_embeds=uncond, height=latent * 8, width=latent * 8,
                   num_inference_steps=steps, guidance_scale=7.5, output_type="latent")
@@ -184,12 +188,12 @@ def _reference(dunet, size, cond, uncond, latent, steps, factor, table):
     thresholds = {round(f * n): t for f, t in {0.0: 0.05, 0.2: 0.5, 0.4: 0.8}.items()}
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        ae(prompt=None, token_indices=[2, 6], latents=z.clone(), max_iter_to_alter=round(0.5 * n),
+        ae(prompt=None, token_indices=indices, latents=z.clone(), max_iter_to_alter=round(0.5 * n),
            thresholds=thresholds, scale_factor=20, attn_res=(res, res), **common)
         t_ae = time.perf_counter() - t0
     over_ref = (t_ae - t_plain) / t_plain
     ours = table.get("excite", {}).get("overhead")
-    return dict(plain_s=t_plain, attend_and_excite_s=t_ae, overhead=over_ref, peak_rss_mib=mem.mib,
+    return dict(plain_s=t_plain, attend_and_excite_s=t_ae, overhead=over_ref, peak_rss_mib=mem.mib, token_indices=indices,
                 ours_overhead=ours, ours_over_reference=(ours / over_ref) if ours is not None and over_ref > 0 else None)
 
 
