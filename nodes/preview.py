@@ -4,14 +4,19 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..guidance_core.preview import AttentionRecorder, render_comparison, render_grid
+from ..guidance_core.preview import ALL, AttentionRecorder, render_runs
 from .runtime import REGISTRY_KEY, install
 from .tokens import PromptTokens, parse_word_list
 
+CONNECT = ("connect Record Attention before the sampler, and this node's model input to the model the sampler used "
+           "(the MODEL that goes into the KSampler)")
+
 
 def _recorder(model):
-    reg = model.model_options.get("transformer_options", {}).get(REGISTRY_KEY) if model is not None else None
-    recs = [o for o in (reg.observers if reg else []) if isinstance(o, AttentionRecorder)]
+    """The last AttentionRecorder on ``model``'s Faithful registry, or None."""
+    opts = getattr(model, "model_options", None) or {}
+    reg = opts.get("transformer_options", {}).get(REGISTRY_KEY)
+    recs = [o for o in (getattr(reg, "observers", None) or []) if isinstance(o, AttentionRecorder)]
     return recs[-1] if recs else None
 
 
@@ -23,40 +28,49 @@ class RecordAttention(io.ComfyNode):
             display_name="Record Attention",
             category="faithful/preview",
             description=(
-                "Records, while the sampler runs, where each chosen word of the prompt attends (its cross-attention "
-                "map, averaged over the layers of one resolution and over the chosen steps). It only reads attention: "
-                "the image is exactly the same as without it. Show the maps with Attention Map Preview."),
+                "Records, while the sampler runs, where each chosen word of the prompt attends: its cross-attention "
+                "probability map on the positive prompt, averaged over the heads, over the layers of one resolution "
+                "(or all layers) and over the chosen steps. It only reads attention: the sampled image is bit-for-bit "
+                "the same as without it. Connect its MODEL to the sampler and to Attention Map Preview."),
             inputs=[
-                io.Model.Input("model", tooltip="The model that goes to the sampler (plain or with Faithful guidance)."),
-                io.Clip.Input("clip", tooltip="The CLIP of your CLIPTextEncode, to find the words in the prompt."),
+                io.Model.Input("model", tooltip="The model that goes to the sampler (plain, or with Faithful guidance). It is cloned; the input model is not changed."),
+                io.Clip.Input("clip", tooltip="The CLIP of your CLIPTextEncode, to find where the words sit in the prompt."),
                 io.String.Input("prompt", multiline=True, default="a cat and a frog",
-                                tooltip="The positive prompt, exactly as in the CLIPTextEncode that feeds the sampler."),
-                io.String.Input("words", default="cat, frog", tooltip="Comma-separated words whose maps to record."),
+                                tooltip="The positive prompt, exactly as typed in the CLIPTextEncode that feeds the sampler."),
+                io.String.Input("words", default="cat, frog",
+                                tooltip="Comma-separated words of the prompt whose maps to record (one column of the preview each)."),
                 io.Float.Input("start", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
-                               tooltip="Record from this fraction of the steps."),
+                               tooltip="Record from this fraction of the sampler steps (0 = the first step)."),
                 io.Float.Input("end", default=1.0, min=0.0, max=1.0, step=0.05, optional=True,
-                               tooltip="Record until this fraction of the steps."),
+                               tooltip="Record until this fraction of the sampler steps (1 = through the last step; 0.5 = the first half)."),
                 io.Int.Input("attention_factor", default=4, min=1, max=64, optional=True,
-                             tooltip="Which maps: latent size / map size (4 = the 16x16 maps at 512 px that Attend-and-Excite reads)."),
+                             tooltip="Which maps: latent size / map size. 4 = the 16x16 maps at 512 px that Attend-and-Excite reads (32x32 for SDXL at 1024 px)."),
+                io.Boolean.Input("all_layers", default=False, optional=True,
+                                 tooltip="Average every cross-attention layer instead, each map resized to the latent size (attention_factor is then ignored)."),
             ],
-            outputs=[io.Model.Output(tooltip="The same model with a recorder attached; connect it to the sampler AND to Attention Map Preview.")],
+            outputs=[io.Model.Output(tooltip="The same model with a recorder attached; connect it to the sampler AND to Attention Map Preview's model input.")],
         )
 
     @classmethod
-    def execute(cls, model, clip, prompt, words, start=0.0, end=1.0, attention_factor=4) -> io.NodeOutput:
-        if end <= start:
-            raise ValueError(f"Record Attention: end ({end}) must be after start ({start})")
-        toks = PromptTokens(clip, prompt)
+    def execute(cls, model, clip, prompt, words, start=0.0, end=1.0, attention_factor=4,
+                all_layers=False) -> io.NodeOutput:
+        if not (0.0 <= start < end <= 1.0):
+            raise ValueError(f"Record Attention: end ({end}) must be after start ({start}), both between 0 and 1")
+        if not (prompt or "").strip():
+            raise ValueError("Record Attention: the prompt is empty; type the same prompt as in your CLIPTextEncode")
         ws = parse_word_list(words)
         if not ws:
             raise ValueError("Record Attention: no words given; list words of the prompt, e.g. 'cat, frog'")
+        toks = PromptTokens(clip, prompt)
         groups = []
         for w, pos in zip(ws, toks.locate(ws)):
             if pos is None:
-                raise ValueError(f"Record Attention: '{w}' is not in the prompt '{prompt}'. Prompt tokens: {toks.describe()}")
+                raise ValueError(f"Record Attention: '{w}' is not in the prompt '{prompt}'. Use words exactly as they "
+                                 f"appear in the prompt. Prompt tokens: {toks.describe()}")
             groups.append(pos)
+        rec = AttentionRecorder(ws, groups, ALL if all_layers else attention_factor, start, end)
         m, reg = install(model)
-        reg.observers.append(AttentionRecorder(ws, groups, attention_factor, start, end))
+        reg.observers.append(rec)
         return io.NodeOutput(m)
 
 
@@ -68,41 +82,51 @@ class AttentionMapPreview(io.ComfyNode):
             display_name="Attention Map Preview",
             category="faithful/preview",
             description=(
-                "Shows the maps Record Attention recorded, one per word, over the decoded image, with the word as a "
-                "caption; give a second model and image (e.g. the unguided run) to see both side by side."),
+                "Shows the maps Record Attention recorded: one row per image, the image and then one heat map per "
+                "word over it (each map scaled to its own range, red = most attended), captioned with the word. Give "
+                "a second model and its images (e.g. the same seed unguided) to see both runs one above the other."),
             inputs=[
-                io.Model.Input("model", tooltip="The model (from Record Attention) that the sampler used."),
-                io.Image.Input("images", tooltip="The decoded images of that sampler run."),
-                io.Model.Input("compare_model", optional=True, tooltip="Optional: the model of a second run (e.g. unguided)."),
+                io.Model.Input("model", tooltip="The model the sampler used, carrying Record Attention (its output, or the model after it that went into the sampler)."),
+                io.Image.Input("images", tooltip="The decoded images of that sampler run (VAE Decode of its latent)."),
+                io.Model.Input("compare_model", optional=True, tooltip="Optional: the model of a second run with its own Record Attention (e.g. unguided)."),
                 io.Image.Input("compare_images", optional=True, tooltip="Optional: the decoded images of the second run."),
-                io.String.Input("label", default="guided", optional=True, tooltip="Caption of the first run."),
-                io.String.Input("compare_label", default="unguided", optional=True, tooltip="Caption of the second run."),
+                io.String.Input("label", default="", optional=True,
+                                tooltip="Caption of the first run's rows; empty = 'image', or 'guided' when a second run is shown."),
+                io.String.Input("compare_label", default="unguided", optional=True, tooltip="Caption of the second run's rows."),
             ],
-            outputs=[io.Image.Output(tooltip="The grid: per image, the image then one heat map per word.")],
+            outputs=[io.Image.Output(tooltip="The grid as one image: per image of the batch, the image then one captioned heat map per word; the second run below.")],
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, model, images, compare_model=None, compare_images=None, label="guided",
+    def execute(cls, model, images, compare_model=None, compare_images=None, label="",
                 compare_label="unguided") -> io.NodeOutput:
-        grids = [cls._grid(model, images, label, "model")]
-        if compare_model is not None or compare_images is not None:
-            if compare_model is None or compare_images is None:
-                raise ValueError("Attention Map Preview: connect both compare_model and compare_images, or neither")
-            grids.append(cls._grid(compare_model, compare_images, compare_label, "compare_model"))
-        out = torch.from_numpy(render_comparison(grids))[None].float()
+        compare = compare_model is not None or compare_images is not None
+        if compare and (compare_model is None or compare_images is None):
+            raise ValueError("Attention Map Preview: connect both compare_model and compare_images, or neither")
+        runs = [cls._run(model, images, label or ("guided" if compare else ""), "model")]
+        if compare:
+            runs.append(cls._run(compare_model, compare_images, compare_label or "unguided", "compare_model"))
+        out = torch.from_numpy(render_runs(runs))[None].float()
         return io.NodeOutput(out, ui=ui.PreviewImage(out, cls=cls))
 
     @staticmethod
-    def _grid(model, images, label, where):
+    def _run(model, images, label, where):
         rec = _recorder(model)
         if rec is None:
-            raise ValueError(f"Attention Map Preview: the {where} carries no recording; put Record Attention before "
-                             "the sampler and connect this input to the model the sampler used")
-        if rec.result is None:
-            raise ValueError(f"Attention Map Preview: the {where}'s recorder saw no attention at that resolution or "
-                             "step range; check attention_factor (4 = 16x16 at 512 px) and start/end")
-        return render_grid(images.float().cpu().numpy(), rec.result["maps"].numpy(), rec.result["words"], label)
+            raise ValueError(f"Attention Map Preview: the {where} input carries no attention recorder; {CONNECT}")
+        res = rec.result
+        if res is None:
+            raise ValueError(
+                f"Attention Map Preview: the {where}'s recorder has no maps: either the sampler did not run on this "
+                f"model ({CONNECT}), or no attention layer matched attention_factor {rec.factor} (4 = 16x16 at "
+                f"512 px) during steps {rec.start:g}..{rec.end:g} of the run")
+        maps = res["maps"]
+        if images.shape[0] != maps.shape[0]:
+            raise ValueError(f"Attention Map Preview: {images.shape[0]} {where.replace('model', 'images')} but the "
+                             f"recorded run had a batch of {maps.shape[0]}; connect the decoded images of the sampler "
+                             "that used this model")
+        return label, images.float().cpu().numpy(), maps.numpy(), res["words"]
 
 
 NODES = [RecordAttention, AttentionMapPreview]

@@ -94,3 +94,16 @@ def comparison_graph(ckpt: str, prompt: str = "a cat and a frog", subjects: str 
         "model": ["rec_guided", 0], "images": ["decode", 0], "compare_model": ["rec_plain", 0],
         "compare_images": ["decode_plain", 0], "label": "guided", "compare_label": "unguided"}}
     return g
+
+
+def preview_graph(ckpt: str, prompt: str = "a cat and a frog", words: str = "cat, frog", factor: int = 2,
+                  start: float = 0.0, end: float = 1.0, all_layers: bool = False, **kw) -> dict:
+    """Load Checkpoint -> Record Attention -> KSampler -> VAE Decode -> Attention Map Preview (node id 'preview',
+    fed the recorded model and the decoded images); the base graph's SaveImage stays."""
+    g = base_graph(ckpt, prompt, **kw)
+    g = insert_model_patch(g, "record", "FaithfulRecordAttention", {
+        "clip": ["ckpt", 1], "prompt": prompt, "words": words, "start": start, "end": end,
+        "attention_factor": factor, "all_layers": all_layers})
+    g["preview"] = {"class_type": "FaithfulAttentionMapPreview",
+                    "inputs": {"model": ["record", 0], "images": ["decode", 0]}}
+    return g
