@@ -162,28 +162,35 @@ class LayoutRegions(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, prompt, layout, w_cross=1.0, w_self=0.3, w_size=1.0, active_fraction=0.3,
                 masks=None, mask_phrases="") -> io.NodeOutput:
-        if not (prompt or "").strip():
-            raise ValueError("Layout Regions: the prompt is empty")
-        region_masks, phrases, names = _layout_regions(layout, masks, mask_phrases)
-        if not phrases:
-            raise ValueError("Layout Regions: no regions; draw at least one box on the node or connect masks")
-        toks = PromptTokens(clip, prompt)
-        token_sets = []
-        for name, phrase in zip(names, phrases):
-            if not phrase:
-                raise ValueError(f"Layout Regions: {name} has no phrase; give each region words from the prompt")
-            pos = toks.locate([phrase])[0]
-            if pos is None:
-                raise ValueError(f"Layout Regions: the phrase '{phrase}' of {name} is not in the prompt '{prompt}'. "
-                                 "Each phrase must appear in the prompt word for word.")
-            token_sets.append(pos)
-        validate_regions(region_masks, token_sets, n_tokens=toks.n_tokens, names=names)
-        cond = splice_conditioning(clip, prompt, toks, phrases, token_sets)
-        mod = DenseModulation(region_masks, token_sets, toks.n_tokens, model.get_model_object("model_sampling"),
-                              w_cross, w_self, w_size, active_fraction, names)
-        m, reg = install(model, self_attention=True)
-        reg.modulations.append(mod)
-        return io.NodeOutput(m, cond)
+        m, toks, phrases, token_sets = modulated_model(model, clip, prompt, layout, w_cross, w_self, w_size,
+                                                       active_fraction, masks, mask_phrases)
+        return io.NodeOutput(m, splice_conditioning(clip, prompt, toks, phrases, token_sets))
+
+
+def modulated_model(model, clip, prompt, layout, w_cross=1.0, w_self=0.3, w_size=1.0, active_fraction=0.3,
+                    masks=None, mask_phrases=""):
+    """Validate the layout against the prompt and return (patched clone, PromptTokens, phrases, token sets)."""
+    if not (prompt or "").strip():
+        raise ValueError("Layout Regions: the prompt is empty")
+    region_masks, phrases, names = _layout_regions(layout, masks, mask_phrases)
+    if not phrases:
+        raise ValueError("Layout Regions: no regions; draw at least one box on the node or connect masks")
+    toks = PromptTokens(clip, prompt)
+    token_sets = []
+    for name, phrase in zip(names, phrases):
+        if not phrase:
+            raise ValueError(f"Layout Regions: {name} has no phrase; give each region words from the prompt")
+        pos = toks.locate([phrase])[0]
+        if pos is None:
+            raise ValueError(f"Layout Regions: the phrase '{phrase}' of {name} is not in the prompt '{prompt}'. "
+                             "Each phrase must appear in the prompt word for word.")
+        token_sets.append(pos)
+    validate_regions(region_masks, token_sets, n_tokens=toks.n_tokens, names=names)
+    mod = DenseModulation(region_masks, token_sets, toks.n_tokens, model.get_model_object("model_sampling"),
+                          w_cross, w_self, w_size, active_fraction, names)
+    m, reg = install(model, self_attention=True)
+    reg.modulations.append(mod)
+    return m, toks, phrases, token_sets
 
 
 def splice_conditioning(clip, prompt, toks, phrases, token_sets):

@@ -5,7 +5,8 @@ one run; and our Attend-and-Excite overhead against the diffusers reference pipe
     python -m tools.benchmark --size sd15 --steps 20 --latent 16 --json bench.json   # full-size SD1.5 UNet
 
 Overhead = (method time - plain time) / plain time, each framework against its own plain run. Guided-step
-ratios use per-step wall times from the sampler callback: guided steps without refinement vs plain steps.
+ratios use per-step wall times from the sampler callback: guided steps without refinement vs plain steps
+(for Layout Regions alone, which has no loss: its modulated steps, the first 30%).
 Peak memory: process RSS above the level before the run (sampled every 10 ms), and CUDA peak when present.
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ def _methods(clip, factor):
     """name -> function(model) -> patched model. Each uses the papers' defaults (A&E with refinement)."""
     from faithful.nodes.bindings import BindAttributes, ParsePromptBindings
     from faithful.nodes.excite import ExciteTokens
+    from faithful.nodes.layout import modulated_model
     from faithful.nodes.spatial import SpatialAlignmentLoss
 
     def excite(m):
@@ -71,9 +73,15 @@ def _methods(clip, factor):
     def spatial(m):
         return SpatialAlignmentLoss.execute(m, clip, PROMPT, "cat left of frog").args[0]
 
+    def layout(m):
+        boxes = {"width": 512, "height": 512, "regions": [{"x": 0, "y": 0, "w": 0.5, "h": 1, "phrase": "red cat"},
+                                                          {"x": 0.5, "y": 0, "w": 0.5, "h": 1, "phrase": "blue frog"}]}
+        return modulated_model(m, clip, PROMPT, json.dumps(boxes))[0]
+
     def combined(m):
         return spatial(syngen(excite(m)))
-    return {"excite": excite, "syngen": syngen, "spatial": spatial, "all_three": combined}
+    return {"excite": excite, "syngen": syngen, "spatial": spatial, "layout": layout, "all_three": combined,
+            "all_four": lambda m: layout(combined(m))}
 
 
 def _sample(model, cond, uncond, latent, steps, seed=0):
@@ -127,6 +135,8 @@ def run(size="small", steps=20, latent=16, reference=True, methods=None, repeat=
         total, st, mem = best([_sample(m, cond, uncond, lat, steps) for _ in range(repeat)])
         rep = _registry_report(m)
         guided = [r["step"] for r in rep if not r["refinement_iterations"]]
+        if not rep:  # layout alone: no loss; its modulated steps are the first 30% (the paper's 15 of 50)
+            guided = list(range(round(0.3 * steps)))
         guided_step = sum(st[i] for i in guided) / max(1, len(guided))
         table[name] = dict(total_s=total, ratio_total=total / plain_total, overhead=(total - plain_total) / plain_total,
                            guided_step_s=guided_step, ratio_guided_step=guided_step / plain_step,
@@ -219,7 +229,7 @@ def main(argv=None):
     ap.add_argument("--size", choices=["small", "sd15"], default="small")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--latent", type=int, default=16, help="latent side (image side / 8)")
-    ap.add_argument("--methods", default="", help="comma-separated subset of excite,syngen,spatial,all_three")
+    ap.add_argument("--methods", default="", help="comma-separated subset of excite,syngen,spatial,layout,all_three,all_four")
     ap.add_argument("--no-reference", action="store_true", help="skip the diffusers reference timings")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per method")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
