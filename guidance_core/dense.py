@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .strokes import rasterise_strokes
+
 
 def time_decay(t: float | torch.Tensor) -> float | torch.Tensor:
     """lambda_t = (t / 1000)^5 for a model timestep t in [0, 1000)."""
@@ -120,20 +122,30 @@ def modulated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
 
 
 def masks_from_layout(layout: dict, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[str]]:
-    """Boxes of a drawn layout {"width", "height", "regions": [{"x", "y", "w", "h" in 0..1, "phrase"}]} ->
-    (N, H, W) masks at the latent size (H = height/8, W = width/8 unless ``size`` is given) and the phrases."""
+    """Regions of a drawn layout {"width", "height", "regions": [...]} -> (N, H, W) masks at the latent size
+    (H = height/8, W = width/8 unless ``size`` is given) and the phrases. A region is a box {"x", "y", "w", "h"
+    in 0..1, "phrase"}, or painted {"strokes": [{"r", "points"}], "phrase"} (see strokes.py), or both: then
+    its mask is the union of the box and the strokes."""
     W0, H0 = int(layout.get("width", 512)), int(layout.get("height", 512))
     h, w = size or (max(1, round(H0 / 8)), max(1, round(W0 / 8)))
     masks, phrases = [], []
     for n, r in enumerate(layout.get("regions", [])):
-        try:
-            x, y, bw, bh = (float(r[k]) for k in ("x", "y", "w", "h"))
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"Layout Regions: region {n + 1} needs numbers x, y, w, h (fractions of the image)") from None
+        if not isinstance(r, dict):
+            raise ValueError(f"Layout Regions: region {n + 1} must be an object with x, y, w, h (a box) or strokes "
+                             f"(painted) and a phrase, not {r!r:.60}")
+        strokes = r.get("strokes")
         m = torch.zeros(h, w)
-        x0, y0 = max(0, round(x * w)), max(0, round(y * h))
-        x1, y1 = min(w, round((x + bw) * w)), min(h, round((y + bh) * h))
-        m[y0:y1, x0:x1] = 1.0
+        if strokes is None or any(k in r for k in ("x", "y", "w", "h")):
+            try:
+                x, y, bw, bh = (float(r[k]) for k in ("x", "y", "w", "h"))
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"Layout Regions: region {n + 1} needs numbers x, y, w, h (fractions of the image) "
+                                 "or strokes painted with the widget's Paint mode") from None
+            x0, y0 = max(0, round(x * w)), max(0, round(y * h))
+            x1, y1 = min(w, round((x + bw) * w)), min(h, round((y + bh) * h))
+            m[y0:y1, x0:x1] = 1.0
+        if strokes is not None:
+            m = torch.maximum(m, rasterise_strokes(strokes, h, w, where=f"Layout Regions: region {n + 1}"))
         masks.append(m)
         phrases.append(str(r.get("phrase", "")).strip())
     if not masks:
