@@ -121,12 +121,24 @@ class AttentionPatch:
             out = self.default(q, k, v, extra_options)
         if self.which == "attn2":
             cap = extra_options.get(CAPTURE_KEY)
-            if cap is not None:
-                cap.record(q, k, extra_options)
-            elif run is not None and run.observers:  # the sampler's own forwards only, never guidance passes
-                for ob in run.observers:
-                    ob(q, k, extra_options)
+            readers = [cap] if cap is not None else (run.observers if run is not None else [])
+            # the sampler's own forwards feed the observers, never guidance passes
+            if readers:
+                score_fn = _score_fn(run, q, k, extra_options)
+                for r in readers:
+                    (r.record if r is cap else r)(q, k, extra_options, score_fn=score_fn)
         return out
+
+
+def _score_fn(run, q, k, extra_options):
+    """The first modulation's score map for this cross-attention call (None when none is active), so losses and
+    recorders read the probabilities the model actually used."""
+    for mod in getattr(run, "modulations", None) or []:
+        get = getattr(mod, "score_fn", None)
+        fn = get("attn2", q, k, extra_options) if get is not None else None
+        if fn is not None:
+            return fn
+    return None
 
 
 def _install_attention(m, which: str) -> None:
@@ -171,7 +183,7 @@ class Capture:
         self.latent_hw = latent_hw
         self.batch = batch
 
-    def record(self, q, k, extra_options):
+    def record(self, q, k, extra_options, score_fn=None):
         shape = extra_options.get("original_shape")
         if shape is not None and tuple(shape[-2:]) != tuple(self.latent_hw):
             return  # an area-conditioned crop: not a full-image map
@@ -184,7 +196,7 @@ class Capture:
         if not info.wanted:
             return
         heads = extra_options["n_heads"]
-        probs = attention_probs(q, k, heads)  # (Bt, N, T)
+        probs = attention_probs(q, k, heads, score_fn=score_fn)  # (Bt, N, T)
         bt = probs.shape[0]
         probs = probs.reshape(bt, h, w, probs.shape[-1])
         if bt != self.batch and bt % self.batch == 0:  # several positive conds batched: average them
@@ -295,7 +307,9 @@ def _guide(run: RunState, guider, x, timestep, model_options, i: int):
         def forward(leaf, selectors, stop_after):
             store = MapStore(selectors, latent_hw, stop_after)
             opts = pe.copy_nested_dicts(model_options)
-            opts.setdefault("transformer_options", {})[CAPTURE_KEY] = Capture(store, latent_hw, leaf.shape[0])
+            to = opts.setdefault("transformer_options", {})
+            to[CAPTURE_KEY] = Capture(store, latent_hw, leaf.shape[0])
+            to.setdefault("optimized_attention_override", _fused_attention)  # another pack's override wins
             try:
                 comfy.samplers.calc_cond_batch(inner, [positive], leaf, ts, opts)
             except CaptureComplete:
@@ -303,6 +317,16 @@ def _guide(run: RunState, guider, x, timestep, model_options, i: int):
             return store
 
         return run.engine.step(forward, xg, step, progress=_progress())
+
+
+def _fused_attention(func, *args, **kwargs):
+    """Attention of the with-grad guidance forward: PyTorch's fused scaled_dot_product_attention (ComfyUI's own
+    attention_pytorch, the default on NVIDIA), whatever the host chose for sampling. Its backward keeps only the
+    log-sum-exp per query instead of the (heads, N, N) probabilities, which on CPU (where ComfyUI samples with
+    sub-quadratic attention) cut the guided step's peak memory at 512 px from 2.44x to 1.72x a plain step for
+    SynGen and from 1.79x to 0.97x for InfSplign (tools/benchmark.py, docs/benchmark.md). Same mathematics, so the gradient is unchanged up to rounding."""
+    from comfy.ldm.modules.attention import attention_pytorch
+    return attention_pytorch(*args, **kwargs)
 
 
 def _predict_noise_wrapper(executor, x, timestep, model_options={}, seed=None, *args, **kwargs):
