@@ -31,12 +31,14 @@ def layer_geometry(n_query: int, latent_hw: tuple[int, int]) -> tuple[int, int, 
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int, rows: torch.Tensor | slice | None = None,
-                    head_mean: bool = True) -> torch.Tensor:
+                    head_mean: bool = True, score_fn=None) -> torch.Tensor:
     """Post-softmax attention probabilities.
 
     q (B, N, H*D), k (B, T, H*D) -> (B', N, T) averaged over heads (or (B', H, N, T) if ``head_mean`` is False),
     where B' is the number of selected ``rows`` of the batch. The softmax is taken in float32 for fp16/bf16
-    safety and the result is float32: maps are small and losses on them want the precision.
+    safety and the result is float32: maps are small and losses on them want the precision. ``score_fn`` maps
+    the scores (B', H, N, T) before the softmax, so a layer whose scores another method modulates (Layout
+    Regions) is read as the model actually attended.
     """
     if rows is not None:
         q = q[rows]
@@ -46,6 +48,8 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int, rows: torch.Te
     qh = q.reshape(b, n, heads, d).transpose(1, 2).float()
     kh = k.reshape(b, k.shape[1], heads, d).transpose(1, 2).float()
     scores = torch.matmul(qh, kh.transpose(-1, -2)) * (1.0 / math.sqrt(d))
+    if score_fn is not None:
+        scores = score_fn(scores)
     probs = scores.softmax(dim=-1)
     return probs.mean(dim=1) if head_mean else probs
 

@@ -32,7 +32,9 @@ class AttentionRecorder:
     """What to record, and the last run's recording.
 
     ``bind(run)`` starts a fresh recording for that sampling run (the RunState calls it) and returns the
-    observer the attention patch calls as ``ob(q, k, extra_options)``. ``result`` is then None (nothing seen)
+    observer the attention patch calls as ``ob(q, k, extra_options, score_fn)`` (score_fn: an active
+    modulation of the scores, e.g. Layout Regions, so the recording shows what the model attended to).
+    ``result`` is then None (nothing seen)
     or {"maps": (B, K, h, w) float32 CPU mean map per word, "words": [...], "steps": recorded steps,
     "layers": recorded attention calls, "factor": factor}.
 
@@ -93,7 +95,7 @@ class _Recording:
         shape = getattr(run, "latent_shape", None)
         self.latent_hw = tuple(shape[-2:]) if shape else None
 
-    def __call__(self, q, k, extra_options):
+    def __call__(self, q, k, extra_options, score_fn=None):
         rec = self.rec
         cou = list(extra_options.get("cond_or_uncond") or [])
         shape = extra_options.get("original_shape")
@@ -119,7 +121,8 @@ class _Recording:
         per = q.shape[0] // len(cou)
         rows = torch.cat([torch.arange(c * per, (c + 1) * per) for c, u in enumerate(cou) if u == 0]).to(q.device)
         with torch.no_grad():
-            probs = attention_probs(q.detach(), k.detach(), int(extra_options["n_heads"]), rows=rows)  # (B', N, T)
+            probs = attention_probs(q.detach(), k.detach(), int(extra_options["n_heads"]), rows=rows,
+                                    score_fn=score_fn)  # (B', N, T)
             cols = torch.stack([probs[..., g].mean(-1) for g in rec.token_groups], 1)  # (B', K, N)
             del probs
             maps = cols.reshape(cols.shape[0], cols.shape[1], h, w).float()

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..guidance_core.attention import layer_geometry
 from ..guidance_core.dense import (area_factor, cross_region_matrix, masks_for_resolution, masks_from_layout,
-                                   modulated_attention, self_region_matrix, time_decay, validate_regions)
+                                   modulate_scores, modulated_attention, self_region_matrix, time_decay, validate_regions)
 from .runtime import install
 from .tokens import PromptTokens
 
@@ -62,7 +62,8 @@ class _Bound:
             self.cache[key] = (R, s)
         return self.cache[key]
 
-    def __call__(self, which, q, k, v, extra_options, default):
+    def _plan(self, which, q, k, extra_options):
+        """(cond rows, R, s, lambda, weight) when this call is modulated, else None."""
         sigma = extra_options.get("sigmas")
         shape = extra_options.get("original_shape")
         cou = extra_options.get("cond_or_uncond") or []
@@ -83,11 +84,25 @@ class _Bound:
             raise ValueError(f"Layout Regions: the positive conditioning has {k.shape[1]} tokens but the node's "
                              f"prompt has {self.mod.n_tokens}; use the CONDITIONING output of Layout Regions as the "
                              "sampler's positive input")
-        out = default(q, k, v, extra_options)
         per = q.shape[0] // len(cou)
         rows = torch.cat([torch.arange(c * per, (c + 1) * per) for c, u in enumerate(cou) if u == 0]).to(q.device)
         R, s = self.regions(which, h, w, k.shape[1], q.device)
-        weight = self.mod.w_cross if which == "attn2" else self.mod.w_self
+        return rows, R, s, lam, (self.mod.w_cross if which == "attn2" else self.mod.w_self)
+
+    def score_fn(self, which, q, k, extra_options):
+        """S (B', H, N, T) -> modulated S, for readers of this layer's cond rows (None when inactive)."""
+        plan = self._plan(which, q, k, extra_options)
+        if plan is None:
+            return None
+        _, R, s, lam, weight = plan
+        return lambda S: modulate_scores(S, R, s, lam, weight)
+
+    def __call__(self, which, q, k, v, extra_options, default):
+        plan = self._plan(which, q, k, extra_options)
+        if plan is None:
+            return None
+        rows, R, s, lam, weight = plan
+        out = default(q, k, v, extra_options)
         mod = modulated_attention(q[rows], k[rows], v[rows], extra_options["n_heads"], R, s, lam, weight)
         out = out.clone()
         out[rows] = mod.to(out.dtype)
@@ -103,7 +118,9 @@ def _layout_regions(layout_text: str, masks, mask_phrases: str):
     if not isinstance(layout, dict):
         raise ValueError('Layout Regions: the layout must be {"width": W, "height": H, "regions": [...]}')
     drawn, phrases = masks_from_layout(layout)
-    names = [f"box {n + 1} '{p}'" for n, p in enumerate(phrases)]
+    kinds = ["painted region" if isinstance(r, dict) and r.get("strokes") and "x" not in r else "box"
+             for r in layout.get("regions", [])]
+    names = [f"{k} {n + 1} '{p}'" for n, (k, p) in enumerate(zip(kinds, phrases))]
     if masks is not None:
         extra = [p.strip() for p in (mask_phrases or "").splitlines() if p.strip()]
         m = masks if masks.dim() == 3 else masks[None]

@@ -25,7 +25,7 @@ def _capture_qk(model, pos, neg, latent=32):
     m, reg = install(model)
     got = {}
 
-    def observer(q, k, extra_options):
+    def observer(q, k, extra_options, score_fn=None):
         if "q" not in got and q.shape[1] == (latent // 2) ** 2:
             got.update(q=q.detach().clone(), k=k.detach().clone(), eo=dict(extra_options))
     reg.observers.append(observer)
@@ -142,3 +142,27 @@ def test_masks_input_and_wrong_aspect(ckpt):
     with pytest.raises(ValueError, match="aspect ratio"):
         comfy.sample.sample(m, comfy.sample.prepare_noise(lat, 1), 2, 5.0, "euler", "normal", cond,
                             [[torch.zeros_like(cond[0][0]), {}]], lat, seed=1, disable_pbar=True)
+
+
+def test_recorded_maps_show_the_modulated_attention(ckpt):
+    """Record Attention on a Layout Regions model reads the probabilities the model used (modulated), so the
+    preview shows each phrase's attention moving into its box; the plain model's recording is the control."""
+    import comfy.sample
+    from faithful.guidance_core.dense import masks_for_resolution, masks_from_layout
+    from faithful.nodes.layout import LayoutRegions
+    from faithful.nodes.preview import RecordAttention, _recorder
+    model, clip = ckpt
+    guided, cond = LayoutRegions.execute(model, clip, PROMPT, json.dumps(LAYOUT)).args
+    neg = [[clip.encode_from_tokens(clip.tokenize("")), {}]]
+    lat = torch.zeros(1, 4, 32, 32)
+    inside = {}
+    for name, m in (("plain", model), ("layout", guided)):
+        rec_model = RecordAttention.execute(m, clip, PROMPT, "cat, dog", 0.0, 0.3, 2).args[0]
+        comfy.sample.sample(rec_model, comfy.sample.prepare_noise(lat, 5), 4, 5.0, "euler", "normal", cond, neg, lat,
+                            seed=5, disable_pbar=True)
+        maps = _recorder(rec_model).result["maps"][0]  # (2, 16, 16): cat, dog
+        masks = masks_for_resolution(masks_from_layout(LAYOUT)[0], 16, 16)
+        inside[name] = [float((mp * mk).sum() / mp.sum()) for mp, mk in zip(maps, masks)]
+    print(inside)
+    for r in range(2):
+        assert inside["layout"][r] > inside["plain"][r] + 0.1, inside

@@ -50,6 +50,8 @@ def method_graphs(ckpt: str, size: int, factor: int, **common) -> dict:
         ckpt, p, "cat, dog", factor, width=size, height=size,
         guidance=("FaithfulLayoutRegions", {"clip": clip, "prompt": p, "layout": json.dumps(layout)}), **common)
     g["sampler"]["inputs"]["positive"] = ["guide", 1]
+    for rec in ("rec_guided", "rec_plain"):  # the modulated steps: the paper's first 30%
+        g[rec]["inputs"]["end"] = 0.3
     out["layout"] = g
     return out
 
