@@ -5,4 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
-exec "${FAITHFUL_VENV:-$root/.venv}/bin/python" -m pytest -q -p no:cacheprovider "$@" tests
+# With no test path among the arguments, the whole tests/ folder; with paths, just those.
+target=tests
+for a in "$@"; do case "$a" in tests/*|*.py|*::*) target="";; esac; done
+exec "${FAITHFUL_VENV:-$root/.venv}/bin/python" -m pytest -q -p no:cacheprovider "$@" $target
