@@ -31,6 +31,7 @@ import comfy.patcher_extension as pe
 import comfy.samplers
 from comfy.ldm.modules.attention import optimized_attention
 
+from .allocator import pin_mmap_threshold
 from ..guidance_core.attention import attention_probs, layer_geometry
 from ..guidance_core.engine import GuidanceEngine, StepInfo
 from ..guidance_core.maps import CaptureComplete, MapStore
@@ -295,6 +296,7 @@ def _guide(run: RunState, guider, x, timestep, model_options, i: int):
             if n:
                 log.info("faithful: %d inference tensors of the model copied for autograd", n)
             run.weights_ready = True
+            pin_mmap_threshold(x.device)
         xg = x.detach().clone()
         ts = timestep.detach().clone()
         c_in = ms.calculate_input(ts, torch.ones((xg.shape[0],) + (1,) * (xg.dim() - 1), device=xg.device, dtype=torch.float32))

@@ -7,7 +7,8 @@ one run; and our Attend-and-Excite overhead against the diffusers reference pipe
 Overhead = (method time - plain time) / plain time, each framework against its own plain run. Guided-step
 ratios use per-step wall times from the sampler callback: guided steps without refinement vs plain steps
 (for Layout Regions alone, which has no loss: its modulated steps, the first 30%).
-Peak memory: process RSS above the level before the run (sampled every 10 ms), and CUDA peak when present.
+Peak memory: process RSS above the level before the run (sampled every 10 ms), and CUDA peak when present. On
+CPU the heap policy guidance sets (nodes/allocator.py) is set first, so plain and guided runs share it.
 """
 from __future__ import annotations
 
@@ -111,6 +112,10 @@ def run(size="small", steps=20, latent=16, reference=True, methods=None, repeat=
     from tools.host import load_pack
     load_pack()
     import torch
+    from faithful.nodes.allocator import pin_mmap_threshold
+    # The heap policy guidance sets on CPU (nodes/allocator.py), set before anything is measured so that the plain
+    # sampler runs under it too; FAITHFUL_KEEP_MALLOC=1 (--keep-malloc) measures glibc's default policy instead.
+    heap = "glibc mmap threshold pinned at 128 KiB" if pin_mmap_threshold(torch.device("cpu")) else "default"
     from tools import reference as ref
     from tools import tiny
     torch.manual_seed(0)
@@ -167,7 +172,7 @@ def run(size="small", steps=20, latent=16, reference=True, methods=None, repeat=
                               cpus=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
                               cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None),
               "settings": dict(size=size, steps=steps, latent=latent, sampler="ddim/ddim_uniform", cfg=7.5,
-                               attention_factor=factor, repeat=repeat),
+                               attention_factor=factor, repeat=repeat, cpu_heap=heap),
               "comfyui": table}
     if reference and (not methods or "excite" in methods):
         from faithful.nodes.tokens import PromptTokens
@@ -233,8 +238,12 @@ def main(argv=None):
     ap.add_argument("--no-reference", action="store_true", help="skip the diffusers reference timings")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per method")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    ap.add_argument("--keep-malloc", action="store_true",
+                    help="leave glibc's dynamic mmap threshold alone (what FAITHFUL_KEEP_MALLOC=1 does in ComfyUI)")
     ap.add_argument("--json", help="write the result here")
     a = ap.parse_args(argv)
+    if a.keep_malloc:
+        os.environ["FAITHFUL_KEEP_MALLOC"] = "1"
     import torch
     if a.threads:
         torch.set_num_threads(a.threads)
