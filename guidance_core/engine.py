@@ -86,6 +86,9 @@ class GuidanceEngine:
 
     def __init__(self, terms: Sequence[GuidanceTerm], early_stop: bool = True):
         self.terms = list(terms)
+        if len({id(t) for t in self.terms}) != len(self.terms):
+            raise ValueError("the same guidance term was added twice to one model")
+        self.labels = term_labels(self.terms)
         self.early_stop = early_stop
         self._stop_after: dict[tuple, int] = {}
         self.history: list[GuidanceResult] = []
@@ -101,7 +104,10 @@ class GuidanceEngine:
         return sels
 
     def _evaluate(self, forward: Forward, x: torch.Tensor, terms, step: StepInfo):
-        """Forward with grad from a leaf copy of x; returns (unweighted total, per-term losses (B,), leaf)."""
+        """Forward with grad from a leaf copy of x; returns (unweighted total, per-term losses (B,), leaf).
+
+        Per-term losses are keyed by the term object itself (identity), never by its name: two nodes of the same
+        kind on one model (Excite Tokens "cat" -> Excite Tokens "frog") are two terms with one name."""
         sels = self._selectors(terms)
         key = tuple(sels)
         leaf = x.detach().requires_grad_(True)
@@ -113,7 +119,7 @@ class GuidanceEngine:
         for t in terms:
             maps = [store.for_selector(sels.index(s)) for s in t.selectors]
             lt = t.loss(maps, step)
-            per_term[t.name] = lt
+            per_term[t] = lt
             total = lt.sum() if total is None else total + lt.sum()
         return total, per_term, leaf
 
@@ -146,7 +152,7 @@ class GuidanceEngine:
             cap = max(t.max_refinement_steps for t in rterms)
             rweights = [t.weight(step) for t in rterms]
             _, per, leaf = self._evaluate(forward, x_cur, rterms, step)
-            above = (torch.stack([per[t.name].detach() for t in rterms], -1) > targets).any(-1)  # (B,)
+            above = (torch.stack([per[t].detach() for t in rterms], -1) > targets).any(-1)  # (B,)
             going = above
             it = 0
             while bool(going.any()) and it < cap:
@@ -164,7 +170,7 @@ class GuidanceEngine:
                 if it >= cap or not bool(going.any()):
                     break
                 _, per, leaf = self._evaluate(forward, x_cur, rterms, step)
-                above = (torch.stack([per[t.name].detach() for t in rterms], -1) > targets).any(-1)
+                above = (torch.stack([per[t].detach() for t in rterms], -1) > targets).any(-1)
             res.refinement_iterations = it
 
         # The regular step: every active term, one forward, one backward.
@@ -177,10 +183,11 @@ class GuidanceEngine:
             weights.append(w)
         _, per, leaf = self._evaluate(forward, x_cur, active, step)
         for t in active:
-            res.losses[t.name] = [float(v) for v in per[t.name].detach().float().cpu()]
+            label = self.labels[t]
+            res.losses[label] = [float(v) for v in per[t].detach().float().cpu()]
             diag = getattr(t, "last_diagnostics", None)
             if diag:
-                res.diagnostics[t.name] = diag
+                res.diagnostics[label] = diag
         g = self._weighted_grad(per, active, weights, leaf)
         res.backward_passes += 1
         if g is None:
@@ -199,9 +206,9 @@ class GuidanceEngine:
         total = None
         for t, w in zip(terms, weights):
             if isinstance(w, torch.Tensor):
-                c = (per[t.name] * w.flatten()).sum()
+                c = (per[t] * w.flatten()).sum()
             else:
-                c = per[t.name].sum() * w
+                c = per[t].sum() * w
             total = c if total is None else total + c
         return self._grad(total, leaf)
 
@@ -211,6 +218,17 @@ class GuidanceEngine:
         s = step.sigma.flatten().to(x.dtype)
         sn = max(float(step.sigma_next), 1e-4)
         return s * (s - sn).clamp(min=0) / sn * step.c_in.flatten().to(x.dtype)
+
+
+def term_labels(terms: Sequence[GuidanceTerm]) -> dict:
+    """A unique report label per term: its name, then "name#2", "name#3" for further terms of the same kind
+    (in chain order), so reports of two nodes of one kind stay apart."""
+    seen: dict[str, int] = {}
+    out = {}
+    for t in terms:
+        n = seen[t.name] = seen.get(t.name, 0) + 1
+        out[t] = t.name if n == 1 else f"{t.name}#{n}"
+    return out
 
 
 def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

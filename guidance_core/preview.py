@@ -11,6 +11,8 @@ Pure torch / numpy / PIL: no ComfyUI import. The sampling run is seen through ``
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,10 +35,10 @@ class AttentionRecorder:
 
     ``bind(run)`` starts a fresh recording for that sampling run (the RunState calls it) and returns the
     observer the attention patch calls as ``ob(q, k, extra_options, score_fn)`` (score_fn: an active
-    modulation of the scores, e.g. Layout Regions, so the recording shows what the model attended to).
-    ``result`` is then None (nothing seen)
-    or {"maps": (B, K, h, w) float32 CPU mean map per word, "words": [...], "steps": recorded steps,
-    "layers": recorded attention calls, "factor": factor}.
+    modulation of the scores, e.g. Layout Regions, so the recording shows what the model attended to); when the
+    run ends, ``finish(key)`` files its result under the run's key. ``result_for(key)`` is then None (nothing
+    seen) or {"maps": (B, K, h, w) float32 CPU mean map per word, "words": [...], "steps": recorded steps,
+    "layers": recorded attention calls, "factor": factor}; ``result`` is the newest run's.
 
     ``factor`` is latent size / map size (an int, 4 = the 16x16 maps at 512 px) or "all": every cross-attention
     layer, each map resized (bilinear) to the latent size before averaging.
@@ -59,41 +61,64 @@ class AttentionRecorder:
         self.token_groups = [[int(p) for p in g] for g in token_groups]
         self.factor = factor
         self.start, self.end = start, end
-        self._reset()
+        # Finished runs' recordings, keyed by the run (its output latent's key), newest last. A model shared by
+        # two samplers records each run apart, so a preview shows the run it is given.
+        self.runs: "OrderedDict[str, dict]" = OrderedDict()
 
-    def _reset(self):
+    MAX_RUNS = 16
+
+    def bind(self, run) -> "_Recording":
+        return _Recording(self, run)
+
+    def store(self, key: str, result: dict | None) -> None:
+        if result is None:
+            return
+        self.runs.pop(key, None)
+        self.runs[key] = result
+        while len(self.runs) > self.MAX_RUNS:
+            self.runs.popitem(last=False)
+
+    def result_for(self, key: str | None = None) -> dict | None:
+        """The recording of the run whose output has ``key``, or the newest one when ``key`` is None."""
+        if key is None:
+            return next(reversed(self.runs.values())) if self.runs else None
+        return self.runs.get(key)
+
+    @property
+    def result(self) -> dict | None:
+        return self.result_for(None)
+
+
+class _Recording:
+    """The observer of one sampling run: its own running sums, filed with the recorder when the run ends."""
+
+    def __init__(self, rec: AttentionRecorder, run):
+        self.rec, self.run = rec, run
+        shape = getattr(run, "latent_shape", None)
+        self.latent_hw = tuple(shape[-2:]) if shape else None
         self._sum: torch.Tensor | None = None
         self._layers = 0
         self._steps: set[int] = set()
 
-    def bind(self, run) -> "_Recording":
-        self._reset()
-        return _Recording(self, run)
-
     def _add(self, maps: torch.Tensor, step: int):
         if self._sum is None or self._sum.shape != maps.shape:
-            if self._sum is not None:  # the batch changed within a run (should not happen): restart cleanly
-                self._reset()
-            self._sum = torch.zeros_like(maps)
+            self._sum, self._layers, self._steps = torch.zeros_like(maps), 0, set()
         self._sum += maps
         self._layers += 1
         self._steps.add(step)
 
     @property
     def result(self) -> dict | None:
+        """None (nothing seen) or {"maps": (B, K, h, w) float32 CPU mean map per word, "words", "steps",
+        "layers", "factor"}."""
         if self._sum is None or self._layers == 0:
             return None
-        return {"maps": (self._sum / self._layers).float().cpu(), "words": list(self.words),
-                "steps": len(self._steps), "layers": self._layers, "factor": self.factor}
+        rec = self.rec
+        return {"maps": (self._sum / self._layers).float().cpu(), "words": list(rec.words),
+                "steps": len(self._steps), "layers": self._layers, "factor": rec.factor}
 
-
-class _Recording:
-    """The observer of one sampling run; writes into its AttentionRecorder's running sums."""
-
-    def __init__(self, rec: AttentionRecorder, run):
-        self.rec, self.run = rec, run
-        shape = getattr(run, "latent_shape", None)
-        self.latent_hw = tuple(shape[-2:]) if shape else None
+    def finish(self, key: str) -> None:
+        self.rec.store(key, self.result)
 
     def __call__(self, q, k, extra_options, score_fn=None):
         rec = self.rec
@@ -130,7 +155,7 @@ class _Recording:
                 maps = F.interpolate(maps, size=hw, mode="bilinear", align_corners=False)
             if maps.shape[0] != per:  # several positive conds batched: average them per sample
                 maps = maps.reshape(-1, per, *maps.shape[1:]).mean(0)
-            rec._add(maps, i)
+            self._add(maps, i)
 
 
 # -- rendering ------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 
 from ..guidance_core.syngen import Subtree, SynGenTerm
 from .runtime import install
-from .tokens import PromptTokens
+from .tokens import PromptCheck, PromptTokens
 
 log = logging.getLogger("faithful")
 Bindings = io.Custom("FAITHFUL_BINDINGS")
@@ -37,7 +37,8 @@ def resolve(clip, prompt: str, edited_json: str = "") -> dict:
                           "subject_positions": sp, "object_positions": op})
     return {"prompt": prompt, "n_tokens": toks.n_tokens, "words": words, "entities": entities,
             "relations": relations, "prompt_positions": toks.prompt_positions(), "json": b.to_json(),
-            "description": b.describe(), "warnings": list(getattr(b, "warnings", []))}
+            "description": b.describe(), "warnings": list(getattr(b, "warnings", [])),
+            "check": toks.check("Bind Attributes (via Parse Prompt Bindings)", clip)}
 
 
 def subtrees_of(bindings: dict) -> list[Subtree]:
@@ -130,6 +131,9 @@ class BindAttributes(io.ComfyNode):
         term.expected_tokens = bindings["n_tokens"]
         m, reg = install(model)
         reg.terms.append(term)
+        chk = bindings.get("check")
+        reg.prompts.append(chk if isinstance(chk, PromptCheck) else
+                           PromptCheck("Bind Attributes", bindings.get("prompt", ""), bindings["n_tokens"]))
         return io.NodeOutput(m)
 
 

@@ -96,6 +96,7 @@ class ExciteTokens(io.ComfyNode):
         term.expected_tokens = toks.n_tokens
         m, reg = install(model)
         reg.terms.append(term)
+        reg.prompts.append(toks.check("Excite Tokens", clip))
         return io.NodeOutput(m)
 
 

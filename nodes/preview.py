@@ -5,7 +5,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..guidance_core.preview import ALL, AttentionRecorder, render_runs
-from .runtime import REGISTRY_KEY, install
+from .runtime import REGISTRY_KEY, install, run_key
 from .tokens import PromptTokens, parse_word_list
 
 CONNECT = ("connect Record Attention before the sampler, and this node's model input to the model the sampler used "
@@ -71,6 +71,7 @@ class RecordAttention(io.ComfyNode):
         rec = AttentionRecorder(ws, groups, ALL if all_layers else attention_factor, start, end)
         m, reg = install(model)
         reg.observers.append(rec)
+        reg.prompts.append(toks.check("Record Attention", clip))
         return io.NodeOutput(m)
 
 
@@ -93,6 +94,10 @@ class AttentionMapPreview(io.ComfyNode):
                 io.String.Input("label", default="", optional=True,
                                 tooltip="Caption of the first run's rows; empty = 'image', or 'guided' when a second run is shown."),
                 io.String.Input("compare_label", default="unguided", optional=True, tooltip="Caption of the second run's rows."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Optional: the sampler's LATENT output for 'images'. It picks that run's maps when "
+                                        "one model feeds several samplers; without it the model's newest run is shown."),
+                io.Latent.Input("compare_latent", optional=True, tooltip="Optional: the LATENT of the second run."),
             ],
             outputs=[io.Image.Output(tooltip="The grid as one image: per image of the batch, the image then one captioned heat map per word; the second run below.")],
             is_output_node=True,
@@ -100,22 +105,32 @@ class AttentionMapPreview(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, images, compare_model=None, compare_images=None, label="",
-                compare_label="unguided") -> io.NodeOutput:
+                compare_label="unguided", latent=None, compare_latent=None) -> io.NodeOutput:
         compare = compare_model is not None or compare_images is not None
         if compare and (compare_model is None or compare_images is None):
             raise ValueError("Attention Map Preview: connect both compare_model and compare_images, or neither")
-        runs = [cls._run(model, images, label or ("guided" if compare else ""), "model")]
+        runs = [cls._run(model, images, label or ("guided" if compare else ""), "model", latent)]
         if compare:
-            runs.append(cls._run(compare_model, compare_images, compare_label or "unguided", "compare_model"))
+            runs.append(cls._run(compare_model, compare_images, compare_label or "unguided", "compare_model",
+                                 compare_latent))
         out = torch.from_numpy(render_runs(runs))[None].float()
         return io.NodeOutput(out, ui=ui.PreviewImage(out, cls=cls))
 
     @staticmethod
-    def _run(model, images, label, where):
+    def _run(model, images, label, where, latent=None):
         rec = _recorder(model)
         if rec is None:
             raise ValueError(f"Attention Map Preview: the {where} input carries no attention recorder; {CONNECT}")
-        res = rec.result
+        if latent is not None:
+            samples = latent.get("samples") if isinstance(latent, dict) else None
+            if not isinstance(samples, torch.Tensor):
+                raise ValueError(f"Attention Map Preview: the latent for the {where} is not a sampler's LATENT output")
+            res = rec.result_for(run_key(samples))
+            if res is None and rec.runs:
+                raise ValueError(f"Attention Map Preview: no recorded run of the {where} produced the connected "
+                                 "latent; connect the LATENT output of the sampler that used this model")
+        else:
+            res = rec.result
         if res is None:
             raise ValueError(
                 f"Attention Map Preview: the {where}'s recorder has no maps: either the sampler did not run on this "

@@ -3,8 +3,8 @@
 What is installed (all on a clone, under keys unique to this pack):
 
 * ``model_options["transformer_options"]["faithful_registry"]``: the ``Registry`` of guidance terms and
-  attention modulations. ModelPatcher.clone deep-copies model_options, so every node that adds a term works on
-  its own copy and upstream models are never changed.
+  attention modulations. Every node copies the registry (and the transformer_options dict holding it) before it
+  adds to it, whatever the host's clone copies, so upstream models and cached node outputs are never changed.
 * attn2 (and, for layouts, attn1) replace patches on every transformer block of the UNet, found by walking the
   model; a replace another pack had installed at that place is kept and called (chained), never dropped.
 * an OUTER_SAMPLE wrapper that creates the per-run ``RunState`` in the run's own copy of the options and
@@ -21,8 +21,10 @@ that is not a KSAMPLER the update is applied to the x given to predict_noise.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +34,7 @@ import comfy.samplers
 from comfy.ldm.modules.attention import optimized_attention
 
 from .allocator import pin_mmap_threshold
+from .tokens import PromptCheck  # noqa: F401  (re-exported: the registry holds them)
 from ..guidance_core.attention import attention_probs, layer_geometry
 from ..guidance_core.engine import GuidanceEngine, StepInfo
 from ..guidance_core.maps import CaptureComplete, MapStore
@@ -48,17 +51,87 @@ SUPPORTED = "SD1.x, SD2.x and SDXL (UNet models with cross-attention)"
 
 @dataclass
 class Registry:
-    """What the Faithful nodes chained on this model asked for. Deep-copied with the model options."""
+    """What the Faithful nodes chained on this model asked for, and what its runs reported.
+
+    Every node that adds to it works on its own copy (``derive``), never on the upstream model's: ComfyUI 0.3.x
+    deep-copies model_options in ModelPatcher.clone, but 0.33+ copies only dicts and lists
+    (``comfy.utils.deepcopy_list_dict``) and passes this object by reference, so relying on the host's copy would
+    let a downstream node's terms leak into the upstream model and into every later prompt that reuses it.
+    The terms, modulations and observers themselves are shared between copies and hold no per-run state.
+    """
     terms: list = field(default_factory=list)
     modulations: list = field(default_factory=list)
     observers: list = field(default_factory=list)
-    # The last run's per-step report (losses, refinement counts, backward passes), for previews and tests.
-    # Read-only for the next run: nothing in it feeds back into sampling.
-    last_report: list = field(default_factory=list)
+    # The prompts the nodes were given, checked against the sampler's positive conditioning at each run's start.
+    prompts: list = field(default_factory=list)
+    # Per-run reports (losses, refinement counts, backward passes per guided step), keyed by the run's output
+    # (see ``run_key``), newest last, at most MAX_RUNS. Read-only for later runs: nothing feeds back into sampling.
+    runs: "OrderedDict[str, list]" = field(default_factory=OrderedDict)
+
+    MAX_RUNS = 16
+
+    def derive(self) -> "Registry":
+        """A copy for a new node's clone: the same terms, own lists, no run reports."""
+        return Registry(list(self.terms), list(self.modulations), list(self.observers), list(self.prompts))
 
     @property
     def empty(self) -> bool:
         return not (self.terms or self.modulations or self.observers)
+
+    def store_report(self, key: str, report: list) -> None:
+        self.runs.pop(key, None)
+        self.runs[key] = report
+        while len(self.runs) > self.MAX_RUNS:
+            self.runs.popitem(last=False)
+
+    def report_for(self, samples: torch.Tensor | None = None) -> list:
+        """The report of the run whose output latent is ``samples`` (the sampler's LATENT["samples"]), or of the
+        newest run when ``samples`` is None; [] when there is none."""
+        if samples is None:
+            return next(reversed(self.runs.values())) if self.runs else []
+        return self.runs.get(run_key(samples), [])
+
+    @property
+    def last_report(self) -> list:
+        return self.report_for(None)
+
+
+def positive_contexts(positive) -> list[torch.Tensor]:
+    """The cross-attention contexts (B, T, C) of a sampler's processed positive conditionings."""
+    out = []
+    for c in positive or []:
+        mc = c.get("model_conds", {}) if isinstance(c, dict) else {}
+        ca = mc.get("c_crossattn")
+        t = getattr(ca, "cond", None)
+        if isinstance(t, torch.Tensor):
+            out.append(t)
+    return out
+
+
+def check_prompts(checks: list, positive) -> None:
+    """Raise a clear ValueError when a node's prompt is not the sampler's positive prompt (its token positions
+    would point at the wrong words and guide the wrong thing). Several positive conditionings (areas,
+    combinations) are fine when one of them matches."""
+    ctxs = positive_contexts(positive)
+    if not ctxs:
+        return
+    for chk in checks:
+        if any(chk.matches(c) for c in ctxs):
+            continue
+        lens = sorted({int(c.shape[1]) for c in ctxs})
+        raise ValueError(
+            f"{chk.node}: its prompt '{chk.text[:120]}' is not the prompt of the sampler's positive conditioning "
+            f"(it has {chk.n_tokens} tokens, the sampler's positive has {', '.join(map(str, lens))}, and the "
+            "encodings differ). Type exactly the same prompt as in the CLIPTextEncode that feeds the sampler's "
+            "positive input, and connect the same CLIP to both.")
+
+
+def run_key(samples: torch.Tensor) -> str:
+    """A fingerprint of a sampler run's output latent (B, C, H, W): what the OUTER_SAMPLE wrapper returns is
+    exactly the LATENT["samples"] the sampler node outputs, so a preview or report given that latent finds its
+    own run even when two samplers share one guided model."""
+    t = samples.detach().float().cpu().contiguous()
+    return hashlib.sha1(str(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()
 
 
 # -- finding the transformer blocks --------------------------------------------------------------------------
@@ -156,15 +229,16 @@ def _install_attention(m, which: str) -> None:
 def install(model_patcher, self_attention: bool = False):
     """Clone ``model_patcher`` and make sure Faithful's wrappers and patches are on the clone.
 
-    Returns (clone, registry). The registry is the clone's own (deep-copied) one: add terms to it.
+    Returns (clone, registry). The registry is the clone's own copy: add terms to it.
     """
     check_supported(model_patcher)
     m = model_patcher.clone()
-    to = m.model_options.setdefault("transformer_options", {})
-    reg = to.get(REGISTRY_KEY)
-    if reg is None:
-        reg = Registry()
-        to[REGISTRY_KEY] = reg
+    # Copy what this node changes itself, whatever the host's clone copied (see Registry).
+    to = dict(m.model_options.get("transformer_options", {}))
+    m.model_options["transformer_options"] = to
+    prev = to.get(REGISTRY_KEY)
+    reg = prev.derive() if isinstance(prev, Registry) else Registry()
+    to[REGISTRY_KEY] = reg
     if not m.get_wrappers(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY):
         m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)
         m.add_wrapper_with_key(pe.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, _predict_noise_wrapper)
@@ -249,6 +323,7 @@ class RunState:
         self.weights_ready = False
         self.model_sampling = None
         self.current_step: int | None = None
+        self.prompts_checked = not registry.prompts
 
     @property
     def n_steps(self) -> int:
@@ -262,14 +337,28 @@ class RunState:
         i = int(torch.argmin((ss - s).abs()))
         return i if abs(float(ss[i]) - s) <= 1e-4 * max(1.0, abs(s)) else None
 
-    def close(self):
+    def report(self) -> list:
+        if self.engine is None:
+            return []
+        return [dict(step=r.step, losses=r.losses, refinement_iterations=r.refinement_iterations,
+                     backward_passes=r.backward_passes, skipped=r.skipped, diagnostics=r.diagnostics)
+                for r in self.engine.history]
+
+    def close(self, output: torch.Tensor | None = None):
+        """End of the run: with its output latent (None when the run failed), file the report and the
+        observers' recordings under that output's key; drop everything else."""
         self.pending_delta = None
-        if self.engine is not None:
-            self.registry.last_report = [dict(step=r.step, losses=r.losses, refinement_iterations=r.refinement_iterations,
-                                              backward_passes=r.backward_passes, skipped=r.skipped,
-                                              diagnostics=r.diagnostics)
-                                         for r in self.engine.history]
+        if output is not None:
+            key = run_key(output)
+            if self.engine is not None:
+                self.registry.store_report(key, self.report())
+            for o in self.observers:
+                finish = getattr(o, "finish", None)
+                if finish is not None:
+                    finish(key)
         self.engine = None
+        self.modulations = []
+        self.observers = []
 
 
 def _progress():
@@ -309,9 +398,14 @@ def _guide(run: RunState, guider, x, timestep, model_options, i: int):
         def forward(leaf, selectors, stop_after):
             store = MapStore(selectors, latent_hw, stop_after)
             opts = pe.copy_nested_dicts(model_options)
+            # The multi-GPU path (0.33+) runs its forwards under torch.no_grad(): the guidance forward runs on the
+            # main device only, so its gradient is kept.
+            opts.pop("multigpu_clones", None)
             to = opts.setdefault("transformer_options", {})
             to[CAPTURE_KEY] = Capture(store, latent_hw, leaf.shape[0])
-            to.setdefault("optimized_attention_override", _fused_attention)  # another pack's override wins
+            # Exact, differentiable attention for the with-grad pass, even when an upstream node (ModelAttentionBackend,
+            # another pack) chose a backend for sampling that may be quantised (int8) or have no backward.
+            to["optimized_attention_override"] = _fused_attention
             try:
                 comfy.samplers.calc_cond_batch(inner, [positive], leaf, ts, opts)
             except CaptureComplete:
@@ -323,7 +417,7 @@ def _guide(run: RunState, guider, x, timestep, model_options, i: int):
 
 def _fused_attention(func, *args, **kwargs):
     """Attention of the with-grad guidance forward: PyTorch's fused scaled_dot_product_attention (ComfyUI's own
-    attention_pytorch, the default on NVIDIA), whatever the host chose for sampling. Its backward keeps only the
+    attention_pytorch, the default on NVIDIA), whatever the host or an upstream node chose for sampling. Its backward keeps only the
     log-sum-exp per query instead of the (heads, N, N) probabilities, which on CPU (where ComfyUI samples with
     sub-quadratic attention) cut the guided step's peak memory at 512 px from 2.44x to 1.72x a plain step for
     SynGen and from 1.79x to 0.97x for InfSplign (tools/benchmark.py, docs/benchmark.md). Same mathematics, so the gradient is unchanged up to rounding."""
@@ -333,7 +427,12 @@ def _fused_attention(func, *args, **kwargs):
 
 def _predict_noise_wrapper(executor, x, timestep, model_options={}, seed=None, *args, **kwargs):
     run = model_options.get("transformer_options", {}).get(RUN_KEY)
-    if run is None or run.engine is None:
+    if run is None:
+        return executor(x, timestep, model_options, seed, *args, **kwargs)
+    if not run.prompts_checked:
+        run.prompts_checked = True
+        check_prompts(run.registry.prompts, getattr(executor.class_obj, "conds", {}).get("positive"))
+    if run.engine is None:
         return executor(x, timestep, model_options, seed, *args, **kwargs)
     i = run.step_index(timestep)
     run.current_step = i
@@ -401,12 +500,14 @@ def _outer_sample_wrapper(executor, noise, latent_image, sampler, sigmas, denois
         return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, *args, **kwargs)
     run = RunState(reg, sigmas, noise.shape)
     to[RUN_KEY] = run
+    out = None
     try:
         if run.engine is not None and hasattr(sampler, "sampler_function"):
             sampler = copy.copy(sampler)
             sampler.sampler_function = _GuidedSamplerFunction(sampler.sampler_function, run)
             run.sampler_wrapped = True
-        return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, *args, **kwargs)
+        out = executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, *args, **kwargs)
+        return out
     finally:
         to.pop(RUN_KEY, None)
-        run.close()
+        run.close(out if isinstance(out, torch.Tensor) else None)

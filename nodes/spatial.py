@@ -103,6 +103,7 @@ class SpatialAlignmentLoss(io.ComfyNode):
         term.expected_tokens = toks.n_tokens
         m, reg = install(model)
         reg.terms.append(term)
+        reg.prompts.append(toks.check("Spatial Alignment Loss", clip))
         return io.NodeOutput(m)
 
 

@@ -1,6 +1,10 @@
 """The host tokenizer's view of a prompt: one BPE piece per context position, for word alignment."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
+
 from ..guidance_core.align import describe_tokens, locate_words
 
 
@@ -59,6 +63,56 @@ class PromptTokens:
 
     def describe(self) -> str:
         return describe_tokens(self.pieces)
+
+    def check(self, node: str, clip) -> "PromptCheck":
+        """What the run will match against the sampler's positive conditioning (see PromptCheck)."""
+        return PromptCheck(node, self.text, self.n_tokens, chunk_signature(clip, self.text))
+
+
+def chunk_signature(clip, text: str) -> torch.Tensor | None:
+    """``text`` encoded by ``clip`` at the last position of each 77-token chunk: (n_chunks, C) float32 on the
+    CPU; None when this CLIP cannot encode (a tokenizer-only stand-in)."""
+    enc = getattr(clip, "encode_from_tokens", None)
+    if enc is None:
+        return None
+    try:
+        cond = enc(clip.tokenize(text))
+    except NotImplementedError:
+        return None
+    if not isinstance(cond, torch.Tensor) or cond.dim() != 3:
+        return None
+    return cond[0, 76::77].detach().float().cpu().clone()
+
+
+@dataclass
+class PromptCheck:
+    """A node's prompt as it will be matched against the sampler's positive conditioning.
+
+    ``signature`` (n_chunks, C): the node's own encoding of its prompt at the last position of every 77-token
+    chunk (the end/padding token, which CLIP's causal attention makes depend on every token of its chunk), or None
+    when the CLIP cannot encode (then only the token count is compared). Layout Regions' spliced conditioning
+    only replaces phrase positions, never a chunk's last position, so it still matches its own prompt.
+    """
+    node: str
+    text: str
+    n_tokens: int
+    signature: torch.Tensor | None = None
+
+    TOLERANCE = 2e-2  # relative L2 distance; re-encoding the same prompt gives ~1e-7, another prompt ~0.1-1
+
+    def matches(self, context: torch.Tensor) -> bool:
+        """``context`` (B, T, C): one positive conditioning's cross-attention context."""
+        if context.dim() != 3 or context.shape[1] != self.n_tokens:
+            return False
+        if self.signature is None:
+            return True
+        last = context[0, 76::77].detach().float().cpu()
+        sig = self.signature.float()
+        if last.shape != sig.shape:
+            return False
+        return bool(((last - sig).norm(dim=-1) <= self.TOLERANCE * sig.norm(dim=-1).clamp(min=1e-6)).all())
+
+
 
 
 def parse_word_list(text: str) -> list[str]:

@@ -70,15 +70,21 @@ def test_recorder_keeps_the_cond_rows_mean_over_heads_and_layers():
             if n == 16 and step < 2:  # steps 0 and 1 of 4 are in [0, 0.5)
                 expected.append(attention_probs(q[2:].detach(), k[2:], heads).reshape(2, 4, 4, T).permute(0, 3, 1, 2))
         ob(torch.randn(4, 16, 8), torch.randn(4, T, 8), dict(eo, original_shape=[4, 4, 4, 16]))  # a crop: ignored
+    assert rec.result is None  # nothing is filed before the run ends
+    ob.finish("run-1")
     res = rec.result
-    assert res["steps"] == 2 and res["layers"] == 4
+    assert res is rec.result_for("run-1") and res["steps"] == 2 and res["layers"] == 4
     assert torch.allclose(res["maps"], torch.stack(expected).mean(0), atol=1e-6)
     # every token its own word: the words' maps sum to 1 at every pixel (rows of a softmax)
     assert torch.allclose(res["maps"].sum(1), torch.ones(2, 4, 4), atol=1e-5)
     assert not res["maps"].requires_grad
-    # a new run starts a fresh recording
-    rec.bind(run)
-    assert rec.result is None
+    # a new run starts a fresh recording and files it apart; the first run's stays readable by its key
+    ob2 = rec.bind(run)
+    assert ob2.result is None
+    ob2(torch.randn(4, 16, 8, generator=g), torch.randn(4, T, 8, generator=g),
+        dict(eo, sigmas=run.sample_sigmas[:1]))
+    ob2.finish("run-2")
+    assert rec.result_for("run-2")["layers"] == 1 and rec.result_for("run-1")["layers"] == 4
 
 
 def test_recorder_all_layers_resizes_to_the_latent():
@@ -89,7 +95,7 @@ def test_recorder_all_layers_resizes_to_the_latent():
     for n in (64, 16, 4):
         ob(torch.randn(2, n, 8), torch.randn(2, 5, 8), {"cond_or_uncond": [0, 1], "sigmas": run.sample_sigmas[:1],
                                                         "n_heads": 2, "original_shape": [2, 4, 8, 8]})
-    assert rec.result["maps"].shape == (1, 1, 8, 8) and rec.result["layers"] == 3
+    assert ob.result["maps"].shape == (1, 1, 8, 8) and ob.result["layers"] == 3
 
 
 # -- in-process on the tiny model ---------------------------------------------------------------------------------
