@@ -397,6 +397,42 @@ class Manifest:
         return out
 
 
+_OWN_KEY = re.compile(r"[a-z0-9_]+/[A-Za-z0-9_.\-]+_\d+")  # <slug>/<method>_<seed>, as make_jobs writes it
+_OWN_PART = re.compile(r"(?:_\d+)?\.[A-Za-z0-9]+\.part")   # what _save appends: [_k].<ext>.part
+
+
+def own_partials(out_dir: str, events: list[dict]) -> list[str]:
+    """The partial files an interrupted run of this runner left in ``out_dir``, and nothing else.
+
+    A file counts as the runner's own only when its name is one the runner writes for a job that the
+    manifest says was submitted (``<slug>/<method>_<seed>[_k].<ext>.part``), or when it is the prompt
+    index's partial in a folder that has a manifest. Any other ``*.part`` (a browser's partial download in
+    ``--out ~``, say) is left alone.
+    """
+    if not events:
+        return []
+    found = []
+    index_part = os.path.join(out_dir, PROMPTS_INDEX + ".part")
+    if os.path.isfile(index_part):
+        found.append(index_part)
+    names = collections.defaultdict(set)
+    for e in events:
+        key = e.get("key")
+        if e.get("event") in ("submit", "done") and isinstance(key, str) and _OWN_KEY.fullmatch(key):
+            slug, name = key.split("/")
+            names[slug].add(name)
+    for slug, stems in names.items():
+        folder = os.path.join(out_dir, slug)
+        if not os.path.isdir(folder):
+            continue
+        for fn in os.listdir(folder):
+            path = os.path.join(folder, fn)
+            if fn.endswith(".part") and os.path.isfile(path) and not os.path.islink(path) and any(
+                    fn.startswith(stem) and _OWN_PART.fullmatch(fn[len(stem):]) for stem in stems):
+                found.append(path)
+    return found
+
+
 def finished(events: list[dict], out_dir: str) -> dict[str, dict]:
     """The last 'done' event of every key whose files all still exist."""
     done = {}
@@ -585,10 +621,8 @@ class Runner:
         return todo, skipped
 
     def _clean_partials(self):
-        for root, _dirs, files in os.walk(self.out_dir):
-            for fn in files:
-                if fn.endswith(".part"):
-                    os.remove(os.path.join(root, fn))
+        for path in own_partials(self.out_dir, Manifest.read(self.manifest.path)):
+            os.remove(path)
 
     def _write_index(self):
         path = os.path.join(self.out_dir, PROMPTS_INDEX)

@@ -56,6 +56,12 @@ def cli(wf, mp, pp, servers, out, *extra):
             *extra]
 
 
+def _dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket closes
+
+
 def check_images(out, records):
     slugs = R.assign_slugs(records)
     for slug in slugs:
@@ -150,9 +156,7 @@ def test_kill_a_server_then_the_runner_then_resume(loopback_servers, tmp_path):
 
 def test_dead_server_failed_jobs_and_changed_methods(loopback_servers, tmp_path):
     a = loopback_servers["a"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket closes
+    dead = _dead_url()
     records = P.dvmp_prompts(2, seed=7)
     methods = {"narrow": {"1.width": 64}, "broken": {"1.width": "not a number"}}
     jobs = R.make_jobs(WORKFLOW, records, [11, 12], methods, {"seed": "1.color"})
@@ -166,6 +170,12 @@ def test_dead_server_failed_jobs_and_changed_methods(loopback_servers, tmp_path)
     methods = {"narrow": {"1.width": 64}, "broken": {"1.width": 80}}
     slug0 = R.assign_slugs(records)[0]
     os.remove(os.path.join(out, slug0, "narrow_12.png"))
+    # as if the first run had died writing that picture again; plus partial files that are not the runner's
+    own_part = os.path.join(out, slug0, "narrow_12.png.part")
+    others = [os.path.join(out, "x.part"), os.path.join(out, slug0, "download.part")]
+    for p in [own_part] + others:
+        with open(p, "wb") as f:
+            f.write(b"half")
     jobs = R.make_jobs(WORKFLOW, records, [11, 12], methods, {"seed": "1.color"})
     seen = []
     s2 = R.Runner(jobs, [a.url], out, progress=False, poll=0.1, on_event=seen.append).run()
@@ -173,6 +183,8 @@ def test_dead_server_failed_jobs_and_changed_methods(loopback_servers, tmp_path)
     rerun = sorted(e["key"] for e in seen if e["event"] == "done")
     assert rerun == sorted([f"{slug0}/narrow_12"] + [f"{s}/broken_{k}" for s in R.assign_slugs(records) for k in (11, 12)])
     assert Image.open(os.path.join(out, slug0, "broken_12.png")).size == (80, 32)
+    assert not os.path.exists(own_part) and Image.open(os.path.join(out, slug0, "narrow_12.png")).size == (64, 32)
+    assert all(os.path.exists(p) for p in others)
 
     # a changed override changes the graph hash, so that method is redone and the other is not
     methods["narrow"] = {"1.width": 72}
@@ -213,3 +225,26 @@ def test_prompt_from_set_node_in_a_server(loopback_servers):
     data = requests.get(c.url + "/view", params={"filename": im["filename"], "subfolder": im["subfolder"], "type": "output"}, timeout=10)
     from io import BytesIO
     assert Image.open(BytesIO(data.content)).size == (276, 8)
+
+
+def test_only_its_own_partial_files_are_removed(tmp_path):
+    """``--out ~`` must not delete other programs' partial downloads: only the .part files of jobs the
+    manifest says this runner submitted (and its prompts index) are removed at start."""
+    records = P.dvmp_prompts(1, seed=3)
+    jobs = R.make_jobs(WORKFLOW, records, [11], {"narrow": {"1.width": 64}}, {"seed": "1.color"})
+    out = tmp_path / "home"
+    slug = jobs[0].slug
+    (out / slug).mkdir(parents=True)
+    (out / "Downloads").mkdir()
+    # a runner killed while writing its picture: the manifest has the submission, the file is half written
+    R.Manifest(str(out / R.MANIFEST)).write({"event": "submit", "key": jobs[0].key, "run": "earlier"})
+    own = [out / slug / "narrow_11.png.part", out / slug / "narrow_11_1.webp.part", out / (R.PROMPTS_INDEX + ".part")]
+    others = [out / "x.part", out / "Downloads" / "big.iso.part", out / slug / "notes.part",
+              out / slug / "narrow_11.png.part.part", out / slug / "wide_11.png.part",  # no such job submitted
+              out / "narrow_11.png.part"]
+    for p in own + others:
+        p.write_bytes(b"half")
+    s = R.Runner(jobs, [_dead_url()], str(out), progress=False).run()
+    assert s["pending"] == 1 and s["done"] == 0
+    assert [p.name for p in own if p.exists()] == []
+    assert [p.name for p in others if not p.exists()] == []
