@@ -46,484 +46,46 @@ the run; a job ComfyUI rejects or fails is logged as an error (rerun the command
 every server is gone the run stops with the remaining jobs pending (exit code 2).
 """
 from __future__ import annotations
+from __future__ import annotations
 
 import argparse
 import collections
-import copy
-import hashlib
 import json
 import os
-import re
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import requests
-
-from . import prompts as _prompts
-
-MANIFEST = "manifest.jsonl"
-PROMPTS_INDEX = "prompts.json"
-
-TITLE_FIELDS = {
-    "PROMPT": ("prompt", ("text", "prompt", "string", "value", "text_g"), str),
-    "SEED": ("seed", ("seed", "noise_seed", "value"), int),
-    "SUBJECTS": ("subjects", ("subjects", "text", "string", "value"), str),
-    "RELATION": ("relation", ("relation", "text", "string", "value"), str),
-}
-_NAME_OK = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-# --------------------------------------------------------------------------------------------------------
-# Graph editing
-# --------------------------------------------------------------------------------------------------------
-
-class WorkflowError(ValueError):
-    pass
-
-
-def load_workflow(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        wf = json.load(f)
-    return check_workflow(wf, path)
-
-
-def check_workflow(wf: Any, name: str = "workflow") -> dict:
-    if isinstance(wf, dict) and isinstance(wf.get("prompt"), dict) and "nodes" not in wf:
-        wf = wf["prompt"]  # a saved /prompt request body
-    if isinstance(wf, dict) and "nodes" in wf and "links" in wf:
-        raise WorkflowError(f"{name} is a UI workflow; export it with Workflow > Export (API) and pass that file")
-    if not isinstance(wf, dict) or not wf or not all(isinstance(v, dict) and "class_type" in v for v in wf.values()):
-        raise WorkflowError(f"{name} is not an API-format graph (a mapping of node id -> {{class_type, inputs}})")
-    return wf
-
-
-def is_link(v) -> bool:
-    return isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], int)
-
-
-def _title(node: dict) -> str:
-    return str(node.get("_meta", {}).get("title", ""))
-
-
-def resolve_nodes(graph: dict, ref: str) -> list[str]:
-    """Node ids for a node reference: an id, else every node whose title equals ``ref`` (case-insensitive)."""
-    if ref in graph:
-        return [ref]
-    hits = [nid for nid, n in graph.items() if _title(n).lower() == ref.lower()]
-    if not hits:
-        raise WorkflowError(f"no node with id or title '{ref}' in the workflow (ids: {', '.join(sorted(graph))})")
-    return hits
-
-
-def split_path(path: str) -> tuple[str, str]:
-    """'6.inputs.text' / '6.text' / 'My Title.text' -> (node ref, input name)."""
-    if "." not in path:
-        raise WorkflowError(f"'{path}' is not a path: write <node id or title>.<input>, e.g. '3.seed'")
-    ref, _, name = path.rpartition(".")
-    if ref.endswith(".inputs"):
-        ref = ref[: -len(".inputs")]
-    return ref, name
-
-
-def set_input(graph: dict, path: str, value) -> list[str]:
-    ref, name = split_path(path)
-    ids = resolve_nodes(graph, ref)
-    for nid in ids:
-        graph[nid].setdefault("inputs", {})[name] = value
-    return ids
-
-
-def bypass(graph: dict, spec) -> None:
-    """Remove nodes; consumers of node output k are rewired to the node's k-th linked input (or a named one)."""
-    items = spec.items() if isinstance(spec, dict) else [(s, None) for s in (spec or [])]
-    for ref, input_name in items:
-        for nid in resolve_nodes(graph, str(ref)):
-            node = graph.pop(nid)
-            links = [(k, v) for k, v in node.get("inputs", {}).items() if is_link(v)]
-            for other in graph.values():
-                for k, v in list(other.get("inputs", {}).items()):
-                    if is_link(v) and v[0] == nid:
-                        if input_name is not None:
-                            src = node.get("inputs", {}).get(input_name)
-                            if not is_link(src):
-                                raise WorkflowError(f"bypass {ref}: input '{input_name}' is not a link")
-                        elif v[1] < len(links):
-                            src = links[v[1]][1]
-                        else:
-                            raise WorkflowError(f"bypass {ref}: no linked input to stand in for output {v[1]}")
-                        other["inputs"][k] = list(src)
-
-
-def record_fields(record: dict, seed: int, method: str, slug: str) -> dict:
-    objs = list(record.get("objects") or [])
-    f = {k: v for k, v in record.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
-    f.update({"prompt": record["prompt"], "seed": int(seed), "method": method, "slug": slug,
-              "subjects": ", ".join(objs), "relation": record.get("relation", ""), "id": record.get("id", ""),
-              "kind": record.get("kind", "")})
-    for i, o in enumerate(objs, 1):
-        f[f"object{i}"] = o
-    return f
-
-
-def _fill(value: str, fields: dict, placed: set):
-    m = _PLACEHOLDER.fullmatch(value)
-    if m and m.group(1) in fields:
-        placed.add(m.group(1))
-        return fields[m.group(1)]
-
-    def sub(mm):
-        if mm.group(1) in fields:
-            placed.add(mm.group(1))
-            return str(fields[mm.group(1)])
-        return mm.group(0)
-    return _PLACEHOLDER.sub(sub, value)
-
-
-def _title_input(node: dict, names, typ, nid: str) -> str:
-    inputs = node.get("inputs", {})
-    for n in names:
-        if n in inputs and not is_link(inputs[n]):
-            return n
-    cands = [k for k, v in inputs.items() if not is_link(v) and isinstance(v, typ) and not isinstance(v, bool)]
-    if len(cands) == 1:
-        return cands[0]
-    raise WorkflowError(f"node {nid} ('{_title(node)}', {node.get('class_type')}) has no input to take "
-                        f"{typ.__name__} values among {list(inputs)}; give an explicit path in \"bindings\"")
-
-
-def build_graph(base: dict, record: dict, seed: int, method: str, spec: dict, bindings: dict,
-                slug: str) -> tuple[dict, set]:
-    """The graph of one job, and the set of record fields that were placed in it."""
-    g = copy.deepcopy(base)
-    spec = dict(spec or {})
-    bypass(g, spec.pop("bypass", None))
-    spec.pop("workflow", None)
-    for path, value in spec.items():
-        set_input(g, path, value)
-    fields = record_fields(record, seed, method, slug)
-    placed: set = set()
-    for node in g.values():
-        for k, v in list(node.get("inputs", {}).items()):
-            if isinstance(v, str) and "{" in v:
-                node["inputs"][k] = _fill(v, fields, placed)
-    for nid, node in g.items():
-        t = _title(node).upper()
-        if t in TITLE_FIELDS:
-            fname, names, typ = TITLE_FIELDS[t]
-            node["inputs"][_title_input(node, names, typ, nid)] = fields[fname]
-            placed.add(fname)
-    for fname, paths in (bindings or {}).items():
-        if fname not in fields:
-            raise WorkflowError(f"bindings: '{fname}' is not a field of the prompt records "
-                                f"(fields: {', '.join(sorted(fields))})")
-        for path in [paths] if isinstance(paths, str) else paths:
-            set_input(g, path, fields[fname])
-            placed.add(fname)
-    return g, placed
-
-
-def graph_sha(graph: dict) -> str:
-    return hashlib.sha256(json.dumps(graph, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------------------------------------
-# Methods file, seeds, slugs
-# --------------------------------------------------------------------------------------------------------
-
-def load_methods(path: str | None) -> tuple[dict, dict, dict]:
-    """(methods, bindings, per-method workflows) from a methods file; no file = one method 'default'."""
-    if not path:
-        return {"default": {}}, {}, {}
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if "methods" in data:
-        methods, bindings = data["methods"], data.get("bindings", {})
-    else:
-        methods, bindings = {k: v for k, v in data.items() if k != "bindings"}, data.get("bindings", {})
-    if not isinstance(methods, dict) or not methods:
-        raise WorkflowError(f"{path}: no methods")
-    workflows = {}
-    for name, spec in methods.items():
-        if not _NAME_OK.match(name):
-            raise WorkflowError(f"method name '{name}' must use only letters, digits, '-', '_' and '.'")
-        if not isinstance(spec, dict):
-            raise WorkflowError(f"method '{name}' must be a mapping of input paths to values")
-        for k in spec:
-            if "." not in k and k not in ("bypass", "workflow"):
-                raise WorkflowError(f"method '{name}': '{k}' is neither a path (<node>.<input>) nor 'bypass'/'workflow'")
-        if "workflow" in spec:
-            wp = spec["workflow"]
-            workflows[name] = load_workflow(wp if os.path.isabs(wp) else os.path.join(os.path.dirname(os.path.abspath(path)), wp))
-    return methods, bindings, workflows
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' or '0-63' or '0-3,10' -> ints (ranges inclusive), order kept, duplicates dropped."""
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        vals = range(int(m.group(1)), int(m.group(2)) + 1) if m else [int(part)]
-        for v in vals:
-            if v not in out:
-                out.append(v)
-    if not out:
-        raise ValueError("no seeds given")
-    return out
-
-
-def slugify(text: str, max_len: int = 100) -> str:
-    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return s[:max_len].rstrip("_") or "prompt"
-
-
-def assign_slugs(records: list[dict]) -> list[str]:
-    """One folder name per record: the prompt slug, with the record id appended when two records collide."""
-    base = [slugify(r["prompt"]) for r in records]
-    counts = collections.Counter(base)
-    out, used = [], set()
-    for r, s in zip(records, base):
-        if counts[s] > 1 or s in used:
-            s = f"{s}__{slugify(str(r['id']), 40)}"
-        k = 2
-        s0 = s
-        while s in used:
-            s = f"{s0}_{k}"
-            k += 1
-        used.add(s)
-        out.append(s)
-    return out
-
-
-def load_prompt_arg(arg: str) -> list[dict]:
-    """A prompt file, or a set name with optional size and seed: 'dvmp', 'dvmp:50:0', 'visor:500', 'ae'."""
-    if os.path.exists(arg):
-        return _prompts.load_prompts(arg)
-    name, *rest = arg.split(":")
-    try:
-        n = int(rest[0]) if rest and rest[0] else None
-        seed = int(rest[1]) if len(rest) > 1 else 0
-        return _prompts.generate(name, n, seed)
-    except ValueError as e:
-        raise FileNotFoundError(f"--prompts {arg}: no such file, and not a set name ({e})") from None
-
-
-# --------------------------------------------------------------------------------------------------------
-# Jobs and the manifest
-# --------------------------------------------------------------------------------------------------------
-
-@dataclass
-class Job:
-    key: str
-    record: dict
-    slug: str
-    method: str
-    seed: int
-    graph: dict
-    sha: str
-    attempts: int = 0
-    tried: set = field(default_factory=set)
-
-    def files_prefix(self) -> str:
-        return f"{self.slug}/{self.method}_{self.seed}"
-
-
-def make_jobs(workflow: dict, records: list[dict], seeds: list[int], methods: dict, bindings: dict,
-              workflows: dict | None = None) -> list[Job]:
-    workflows = workflows or {}
-    slugs = assign_slugs(records)
-    jobs = []
-    checked = set()
-    for rec, slug in zip(records, slugs):
-        for seed in seeds:
-            for mname, spec in methods.items():
-                g, placed = build_graph(workflows.get(mname, workflow), rec, seed, mname, spec, bindings, slug)
-                if mname not in checked:
-                    missing = [f for f in ("prompt", "seed") if f not in placed]
-                    if missing:
-                        raise WorkflowError(
-                            f"method '{mname}': the workflow has no place for the {' and the '.join(missing)}. Title "
-                            "a node PROMPT / SEED, put '{prompt}' / '{seed}' in an input, or list paths under "
-                            "\"bindings\" in the methods file (see python -m faithful_eval.runner --help).")
-                    checked.add(mname)
-                key = f"{slug}/{mname}_{seed}"
-                jobs.append(Job(key, rec, slug, mname, int(seed), g, graph_sha(g)))
-    return jobs
-
-
-class Manifest:
-    """Append-only JSON Lines log; every line is flushed and fsynced before the writer goes on."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.lock = threading.Lock()
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            with open(path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"
-            if torn:  # a killed writer left half a line: end it so the next event stays readable
-                with open(path, "ab") as f:
-                    f.write(b"\n")
-
-    def write(self, event: dict):
-        line = json.dumps(event, ensure_ascii=False) + "\n"
-        with self.lock:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
-
-    @staticmethod
-    def read(path: str) -> list[dict]:
-        out = []
-        if not os.path.exists(path):
-            return out
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue  # a torn line from a killed run
-        return out
-
-
-def finished(events: list[dict], out_dir: str) -> dict[str, dict]:
-    """The last 'done' event of every key whose files all still exist."""
-    done = {}
-    for e in events:
-        if e.get("event") == "done":
-            done[e["key"]] = e
-    return {k: e for k, e in done.items()
-            if e.get("files") and all(os.path.isfile(os.path.join(out_dir, p)) for p in e["files"])}
-
-
-# --------------------------------------------------------------------------------------------------------
-# Talking to ComfyUI
-# --------------------------------------------------------------------------------------------------------
-
-class ServerDown(Exception):
-    pass
-
-
-class JobFailed(Exception):
-    pass
-
-
-class JobLost(Exception):
-    pass
-
-
-def _get(session, url, **kw):
-    try:
-        r = session.get(url, timeout=kw.pop("timeout", 30), **kw)
-    except requests.RequestException as e:
-        raise ServerDown(f"{type(e).__name__}: {e}") from None
-    if r.status_code >= 500:
-        raise ServerDown(f"GET {url} answered {r.status_code}")
-    return r
-
-
-def server_alive(url: str, tries: int = 3, gap: float = 1.0) -> bool:
-    for i in range(tries):
-        try:
-            if requests.get(url + "/system_stats", timeout=5).ok:
-                return True
-        except requests.RequestException:
-            pass
-        if i + 1 < tries:
-            time.sleep(gap)
-    return False
-
-
-def history_images(entry: dict, output_nodes: list[str] | None = None) -> list[dict]:
-    def order(k):
-        return (0, int(k), "") if k.isdigit() else (1, 0, k)
-    imgs = []
-    for nid in sorted(entry.get("outputs", {}), key=order):
-        if output_nodes and nid not in output_nodes:
-            continue
-        for im in entry["outputs"][nid].get("images", []) or []:
-            imgs.append(im)
-    saved = [im for im in imgs if im.get("type", "output") == "output"]
-    return saved or imgs
-
-
-def execution_error(entry: dict) -> str | None:
-    st = entry.get("status", {})
-    for kind, data in st.get("messages", []) or []:
-        if kind == "execution_error":
-            return f"{data.get('node_type')} (node {data.get('node_id')}): {data.get('exception_message', '').strip()}"
-    if st.get("status_str") == "error":
-        return "execution failed"
-    return None
-
-
-def run_on_server(session, url: str, job: Job, client_id: str, timeout: float, poll: float,
-                  on_submit: Callable[[str], None], output_nodes=None) -> tuple[str, list[tuple[dict, bytes]]]:
-    """Queue one job and wait for it; returns (prompt_id, [(image info, bytes)])."""
-    try:
-        r = session.post(url + "/prompt", json={"prompt": job.graph, "client_id": client_id}, timeout=60)
-    except requests.RequestException as e:
-        raise ServerDown(f"{type(e).__name__}: {e}") from None
-    if r.status_code >= 500:
-        raise ServerDown(f"POST /prompt answered {r.status_code}")
-    if r.status_code != 200:
-        try:
-            body = r.json()
-            msg = body.get("error", {}).get("message", "") + " " + json.dumps(body.get("node_errors", {}))[:1500]
-        except ValueError:
-            msg = r.text[:1500]
-        raise JobFailed(f"rejected ({r.status_code}): {msg.strip()}")
-    pid = r.json()["prompt_id"]
+from typing import Callable
+
+from .client import ComfyClient, ComfyError, JobFailed, JobLost, ServerDown, failure_message  # noqa: F401
+# The runner's parts, importable from here as before the split (faithful_eval.runner.make_jobs ...).
+from .graph import (TITLE_FIELDS, WorkflowError, build_graph, bypass, check_workflow, graph_sha,  # noqa: F401
+                    is_link, load_workflow, record_fields, resolve_nodes, set_input, split_path)
+from .jobs import Job, assign_slugs, load_methods, load_prompt_arg, make_jobs, parse_seeds, slugify  # noqa: F401
+from .manifest import MANIFEST, PROMPTS_INDEX, Manifest, finished, own_partials  # noqa: F401
+
+__all__ = ["Runner", "run_job", "main", "ComfyClient", "ComfyError", "JobFailed", "JobLost", "ServerDown",
+           "TITLE_FIELDS", "WorkflowError", "build_graph", "bypass", "check_workflow", "graph_sha", "is_link",
+           "load_workflow", "record_fields", "resolve_nodes", "set_input", "split_path", "Job", "assign_slugs",
+           "load_methods", "load_prompt_arg", "make_jobs", "parse_seeds", "slugify", "MANIFEST", "PROMPTS_INDEX",
+           "Manifest", "finished", "own_partials"]
+
+
+def run_job(client: ComfyClient, job: Job, timeout: float, poll: float, on_submit: Callable[[str], None],
+            output_nodes=None) -> tuple[str, list[tuple[dict, bytes]]]:
+    """Queue one job and wait for it; returns (prompt_id, [(image info, bytes)]). A job that ran and failed
+    or saved nothing raises JobFailed; the client's other errors pass through."""
+    pid = client.submit(job.graph)
     on_submit(pid)
-    t0 = time.time()
-    last_queue_check = t0
-    while True:
-        time.sleep(poll)  # nothing finishes instantly; also keeps a fleet of runners from hammering a server
-        h = _get(session, f"{url}/history/{pid}").json()
-        entry = h.get(pid)
-        if entry is not None:
-            st = entry.get("status", {})
-            if st.get("completed") is not None or st.get("status_str") in ("success", "error"):
-                err = execution_error(entry)
-                if err:
-                    raise JobFailed(err)
-                break
-        now = time.time()
-        if now - t0 > timeout:
-            try:
-                session.post(url + "/queue", json={"delete": [pid]}, timeout=10)
-                session.post(url + "/interrupt", json={"prompt_id": pid}, timeout=10)
-            except requests.RequestException:
-                pass
-            raise JobFailed(f"timed out after {timeout:.0f}s")
-        if now - last_queue_check > 5.0:
-            last_queue_check = now
-            q = _get(session, url + "/queue").json()
-            ids = {item[1] for item in q.get("queue_running", []) + q.get("queue_pending", [])}
-            if pid not in ids and pid not in _get(session, f"{url}/history/{pid}").json():
-                raise JobLost(f"prompt {pid} vanished from the server's queue")
-    imgs = history_images(entry, output_nodes)
-    if not imgs:
+    entry = client.wait(pid, timeout, poll)
+    err = failure_message(entry)
+    if err:
+        raise JobFailed(err)
+    images = client.images(entry, output_nodes)
+    if not images:
         raise JobFailed("the workflow finished without any image output (add a SaveImage node)")
-    out = []
-    for im in imgs:
-        rr = _get(session, url + "/view", params={"filename": im["filename"], "subfolder": im.get("subfolder", ""),
-                                                   "type": im.get("type", "output")}, timeout=120)
-        if rr.status_code != 200:
-            raise JobFailed(f"/view {im['filename']} answered {rr.status_code}")
-        out.append((im, rr.content))
-    return pid, out
+    return pid, images
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -585,10 +147,8 @@ class Runner:
         return todo, skipped
 
     def _clean_partials(self):
-        for root, _dirs, files in os.walk(self.out_dir):
-            for fn in files:
-                if fn.endswith(".part"):
-                    os.remove(os.path.join(root, fn))
+        for path in own_partials(self.out_dir, Manifest.read(self.manifest.path)):
+            os.remove(path)
 
     def _write_index(self):
         path = os.path.join(self.out_dir, PROMPTS_INDEX)
@@ -612,7 +172,7 @@ class Runner:
         todo, skipped = self.pending_jobs()
         self.total = len(todo)
         self._write_index()
-        alive = [s for s in self.servers if server_alive(s, tries=2, gap=0.5)]
+        alive = [s for s in self.servers if ComfyClient(s).alive(tries=2, gap=0.5)]
         self.event("run", servers=self.servers, jobs=len(self.jobs), skipped=skipped, pending=len(todo))
         for s in self.servers:
             if s not in alive:
@@ -668,7 +228,7 @@ class Runner:
             self.cv.notify_all()
 
     def _worker(self, server: str, slot: int):
-        session = requests.Session()
+        client = ComfyClient(server, self.client_id)
         while True:
             job = self._take(server)
             if job is None:
@@ -677,14 +237,14 @@ class Runner:
             job.tried.add(server)
             t0 = time.time()
             try:
-                pid, images = run_on_server(
-                    session, server, job, self.client_id, self.timeout, self.poll,
+                pid, images = run_job(
+                    client, job, self.timeout, self.poll,
                     lambda p: self.event("submit", key=job.key, server=server, prompt_id=p, attempt=job.attempts),
                     self.output_nodes)
                 files = self._save(job, images)
-            except (ServerDown, JobLost, requests.RequestException) as e:
+            except (ServerDown, JobLost) as e:
                 lost = isinstance(e, JobLost)
-                down = not lost and not server_alive(server)
+                down = not lost and not client.alive(tries=3)
                 self.event("requeue", key=job.key, server=server, reason=str(e)[:500])
                 if down:
                     with self.cv:
@@ -700,7 +260,7 @@ class Runner:
                 if down:
                     return
                 continue
-            except JobFailed as e:
+            except ComfyError as e:  # failed, rejected, or an answer that is not ComfyUI's
                 self._fail(job, server, str(e))
                 self._release()
                 continue

@@ -1,7 +1,8 @@
 """Start a headless ComfyUI server with this pack, queue API-format graphs, and collect their outputs.
 
 Only loopback addresses are used. The server runs from the host tree with its own --base-directory (models,
-custom_nodes -> this checkout, input, output, user), an in-memory database, and the CPU.
+custom_nodes -> this checkout, input, output, user), an in-memory database, and the CPU. Its HTTP calls go
+through ``faithful_eval.client.ComfyClient`` (the batch runner's client), so every failure is a ``ComfyError``.
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import tempfile
 import time
 import uuid
 
-import requests
+from faithful_eval.client import ComfyClient, ComfyError, PromptRejected, ServerDown, cached_nodes, execution_error
 
 from .host import ROOT, host_dir
+
+__all__ = ["Server", "make_base_dir", "free_port", "ComfyError", "PromptRejected", "execution_error", "cached_nodes"]
 
 
 def free_port() -> int:
@@ -74,11 +77,8 @@ class Server:
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}; log:\n{self.log()[-4000:]}")
-            try:
-                if requests.get(self.url + "/system_stats", timeout=2).ok:
-                    return self
-            except requests.RequestException:
-                pass
+            if self.client.alive(timeout=2):
+                return self
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"ComfyUI did not answer within {timeout}s; log:\n{self.log()[-4000:]}")
@@ -113,59 +113,32 @@ class Server:
     def __exit__(self, *exc):
         self.stop()
 
-    # -- API -------------------------------------------------------------------------------------------------
+    # -- API: the shared client ------------------------------------------------------------------------------
+    @property
+    def client(self) -> ComfyClient:
+        """This server's ComfyClient (made on first use, so it follows ``url`` and ``client_id``)."""
+        c = self.__dict__.get("_client")
+        if c is None or c.url != self.url or c.client_id != self.client_id:
+            c = self._client = ComfyClient(self.url, self.client_id)
+        return c
+
+    def _check_running(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ServerDown(f"ComfyUI died while running the prompt; log:\n{self.log()[-4000:]}")
+
     def object_info(self) -> dict:
-        return requests.get(self.url + "/object_info", timeout=60).json()
+        return self.client.object_info()
 
     def queue(self, graph: dict) -> str:
-        r = requests.post(self.url + "/prompt", json={"prompt": graph, "client_id": self.client_id}, timeout=60)
-        if r.status_code != 200:
-            raise PromptRejected(r.status_code, r.text)
-        return r.json()["prompt_id"]
+        return self.client.submit(graph)
 
     def wait(self, prompt_id: str, timeout: float = 600) -> dict:
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            h = requests.get(f"{self.url}/history/{prompt_id}", timeout=30).json()
-            status = h.get(prompt_id, {}).get("status", {})
-            if status.get("completed") is not None or status.get("status_str") in ("success", "error"):
-                return h[prompt_id]
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI died while running the prompt; log:\n{self.log()[-4000:]}")
-            time.sleep(0.3)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s")
+        """The history entry once the prompt finished, with or without an execution error."""
+        return self.client.wait(prompt_id, timeout, poll=0.3, check=self._check_running)
 
     def run(self, graph: dict, timeout: float = 600) -> dict:
         return self.wait(self.queue(graph), timeout)
 
     def images(self, entry: dict) -> list[bytes]:
-        out = []
-        for node_out in entry.get("outputs", {}).values():
-            for im in node_out.get("images", []):
-                r = requests.get(self.url + "/view", params={"filename": im["filename"], "subfolder": im.get("subfolder", ""),
-                                                             "type": im.get("type", "output")}, timeout=60)
-                r.raise_for_status()
-                out.append(r.content)
-        return out
-
-
-class PromptRejected(Exception):
-    def __init__(self, status, text):
-        super().__init__(f"/prompt answered {status}: {text[:2000]}")
-        self.status = status
-        self.text = text
-
-
-def execution_error(entry: dict) -> dict | None:
-    """The execution_error message of a history entry, or None."""
-    for kind, data in entry.get("status", {}).get("messages", []):
-        if kind == "execution_error":
-            return data
-    return None
-
-
-def cached_nodes(entry: dict) -> list[str]:
-    for kind, data in entry.get("status", {}).get("messages", []):
-        if kind == "execution_cached":
-            return list(data.get("nodes", []))
-    return []
+        """Every image of the entry (saved and previews), in node order."""
+        return [data for _im, data in self.client.images(entry, prefer_saved=False)]

@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+from faithful_eval import graph as G
+from faithful_eval import jobs as J
+from faithful_eval import manifest as M
 from faithful_eval import runner as R
 
 REC = {"id": "ae_070", "prompt": "a cat and a red chair", "kind": "animal_object", "objects": ["cat", "chair"]}
@@ -24,7 +27,7 @@ SD_GRAPH = {
 
 
 def test_titles_placeholders_and_overrides():
-    g, placed = R.build_graph(SD_GRAPH, REC, 42, "baseline", {"Excite.scale_factor": 0, "3.inputs.steps": 5}, {}, "slug")
+    g, placed = G.build_graph(SD_GRAPH, REC, 42, "baseline", {"Excite.scale_factor": 0, "3.inputs.steps": 5}, {}, "slug")
     assert g["6"]["inputs"]["text"] == "a cat and a red chair"
     assert g["3"]["inputs"]["seed"] == 42 and g["3"]["inputs"]["steps"] == 5
     assert g["10"]["inputs"]["prompt"] == "a cat and a red chair" and g["10"]["inputs"]["subjects"] == "cat, chair"
@@ -39,74 +42,74 @@ def test_explicit_bindings_win_and_seed_placeholder_keeps_int():
     g0 = json.loads(json.dumps(SD_GRAPH))
     g0["3"]["_meta"]["title"] = "sampler"
     g0["3"]["inputs"]["seed"] = "{seed}"
-    g, placed = R.build_graph(g0, REC, 7, "m", {}, {"prompt": ["7.text"], "relation": "9.filename_prefix"}, "s")
+    g, placed = G.build_graph(g0, REC, 7, "m", {}, {"prompt": ["7.text"], "relation": "9.filename_prefix"}, "s")
     assert g["3"]["inputs"]["seed"] == 7 and isinstance(g["3"]["inputs"]["seed"], int)
     assert g["7"]["inputs"]["text"] == REC["prompt"] and g["9"]["inputs"]["filename_prefix"] == ""
-    with pytest.raises(R.WorkflowError, match="not a field"):
-        R.build_graph(g0, REC, 7, "m", {}, {"nonsense": "7.text"}, "s")
+    with pytest.raises(G.WorkflowError, match="not a field"):
+        G.build_graph(g0, REC, 7, "m", {}, {"nonsense": "7.text"}, "s")
 
 
 def test_bypass_rewires_consumers():
-    g, _ = R.build_graph(SD_GRAPH, REC, 1, "sd", {"bypass": ["Excite"]}, {}, "s")
+    g, _ = G.build_graph(SD_GRAPH, REC, 1, "sd", {"bypass": ["Excite"]}, {}, "s")
     assert "10" not in g and g["3"]["inputs"]["model"] == ["4", 0]
-    g, _ = R.build_graph(SD_GRAPH, REC, 1, "sd", {"bypass": {"10": "model"}}, {}, "s")
+    g, _ = G.build_graph(SD_GRAPH, REC, 1, "sd", {"bypass": {"10": "model"}}, {}, "s")
     assert "10" not in g and g["3"]["inputs"]["model"] == ["4", 0]
 
 
 def test_missing_prompt_or_seed_is_refused():
     g0 = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
-    with pytest.raises(R.WorkflowError, match="no place for the prompt and the seed"):
-        R.make_jobs(g0, [REC], [0], {"m": {}}, {})
-    jobs = R.make_jobs(g0, [REC], [0, 1], {"a": {}, "b": {"1.width": 16}}, {"seed": "1.color", "prompt": "2.filename_prefix"})
+    with pytest.raises(G.WorkflowError, match="no place for the prompt and the seed"):
+        J.make_jobs(g0, [REC], [0], {"m": {}}, {})
+    jobs = J.make_jobs(g0, [REC], [0, 1], {"a": {}, "b": {"1.width": 16}}, {"seed": "1.color", "prompt": "2.filename_prefix"})
     assert [j.key for j in jobs] == ["a_cat_and_a_red_chair/a_0", "a_cat_and_a_red_chair/b_0",
                                      "a_cat_and_a_red_chair/a_1", "a_cat_and_a_red_chair/b_1"]
     assert len({j.sha for j in jobs}) == 4
     g0["1"]["_meta"] = {"title": "SEED"}  # EmptyImage has four int inputs: the title alone is ambiguous
-    with pytest.raises(R.WorkflowError, match="explicit path"):
-        R.make_jobs(g0, [REC], [0], {"m": {}}, {"prompt": "2.filename_prefix"})
+    with pytest.raises(G.WorkflowError, match="explicit path"):
+        J.make_jobs(g0, [REC], [0], {"m": {}}, {"prompt": "2.filename_prefix"})
 
 
 def test_workflow_and_methods_files(tmp_path):
     ui = tmp_path / "ui.json"
     ui.write_text(json.dumps({"nodes": [], "links": []}))
-    with pytest.raises(R.WorkflowError, match="Export \\(API\\)"):
-        R.load_workflow(str(ui))
+    with pytest.raises(G.WorkflowError, match="Export \\(API\\)"):
+        G.load_workflow(str(ui))
     api = tmp_path / "api.json"
     api.write_text(json.dumps({"prompt": SD_GRAPH}))
-    assert R.load_workflow(str(api)) == SD_GRAPH
+    assert G.load_workflow(str(api)) == SD_GRAPH
     other = tmp_path / "other.json"
     other.write_text(json.dumps(SD_GRAPH))
     mf = tmp_path / "methods.json"
     mf.write_text(json.dumps({"bindings": {"seed": "3.seed"}, "methods": {"base": {"bypass": ["10"]}, "alt": {"workflow": "other.json"}}}))
-    methods, bindings, wfs = R.load_methods(str(mf))
+    methods, bindings, wfs = J.load_methods(str(mf))
     assert list(methods) == ["base", "alt"] and bindings == {"seed": "3.seed"} and wfs["alt"] == SD_GRAPH
     mf.write_text(json.dumps({"bad name": {}}))
-    with pytest.raises(R.WorkflowError, match="letters"):
-        R.load_methods(str(mf))
+    with pytest.raises(G.WorkflowError, match="letters"):
+        J.load_methods(str(mf))
     mf.write_text(json.dumps({"m": {"steps": 3}}))
-    with pytest.raises(R.WorkflowError, match="neither a path"):
-        R.load_methods(str(mf))
-    assert R.load_methods(None) == ({"default": {}}, {}, {})
+    with pytest.raises(G.WorkflowError, match="neither a path"):
+        J.load_methods(str(mf))
+    assert J.load_methods(None) == ({"default": {}}, {}, {})
 
 
 def test_seeds_slugs_and_manifest(tmp_path):
-    assert R.parse_seeds("0,1,2") == [0, 1, 2]
-    assert R.parse_seeds("3-5, 1, 4") == [3, 4, 5, 1]
+    assert J.parse_seeds("0,1,2") == [0, 1, 2]
+    assert J.parse_seeds("3-5, 1, 4") == [3, 4, 5, 1]
     recs = [{"id": "a", "prompt": "A cat!"}, {"id": "b", "prompt": "a cat"}, {"id": "c", "prompt": "a dog"}]
-    assert R.assign_slugs(recs) == ["a_cat__a", "a_cat__b", "a_dog"]
-    assert R.slugify("x" * 300) == "x" * 100
+    assert J.assign_slugs(recs) == ["a_cat__a", "a_cat__b", "a_dog"]
+    assert J.slugify("x" * 300) == "x" * 100
     path = str(tmp_path / "m.jsonl")
-    m = R.Manifest(path)
+    m = M.Manifest(path)
     m.write({"event": "done", "key": "k1", "files": ["f1.png"]})
     with open(path, "a") as f:
         f.write('{"event": "done", "key": "k2", "fi')  # a writer killed mid-line
-    m = R.Manifest(path)
+    m = M.Manifest(path)
     m.write({"event": "done", "key": "k3", "files": ["f3.png"]})
-    ev = R.Manifest.read(path)
+    ev = M.Manifest.read(path)
     assert [e["key"] for e in ev] == ["k1", "k3"]
     (tmp_path / "f1.png").write_bytes(b"x")
-    assert list(R.finished(ev, str(tmp_path))) == ["k1"]  # k3's file is missing: not finished
+    assert list(M.finished(ev, str(tmp_path))) == ["k1"]  # k3's file is missing: not finished
 
 
 def test_cli_dry_run(tmp_path, capsys):

@@ -19,6 +19,8 @@ import requests
 from PIL import Image
 
 from faithful_eval import prompts as P
+from faithful_eval import jobs as J
+from faithful_eval import manifest as M
 from faithful_eval import runner as R
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,8 +58,14 @@ def cli(wf, mp, pp, servers, out, *extra):
             *extra]
 
 
+def _dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket closes
+
+
 def check_images(out, records):
-    slugs = R.assign_slugs(records)
+    slugs = J.assign_slugs(records)
     for slug in slugs:
         folder = os.path.join(out, slug)
         expected = {f"{m}_{s}.png" for m in WIDTH for s in SEEDS}
@@ -68,7 +76,7 @@ def check_images(out, records):
                 assert im.size == (WIDTH[m], 32)
                 assert im.getpixel((3, 3)) == rgb(s)
     entries = {e for e in os.listdir(out)}
-    assert entries == set(slugs) | {R.MANIFEST, R.PROMPTS_INDEX}, entries
+    assert entries == set(slugs) | {M.MANIFEST, M.PROMPTS_INDEX}, entries
 
 
 def test_kill_a_server_then_the_runner_then_resume(loopback_servers, tmp_path):
@@ -76,11 +84,11 @@ def test_kill_a_server_then_the_runner_then_resume(loopback_servers, tmp_path):
     records = P.attend_and_excite_prompts(0)[60:64]  # animal-animal and animal-object prompts
     wf, mp, pp = write_inputs(str(tmp_path), records)
     out = str(tmp_path / "results")
-    manifest = os.path.join(out, R.MANIFEST)
+    manifest = os.path.join(out, M.MANIFEST)
     n_jobs = len(records) * len(SEEDS) * len(WIDTH)
 
     def done_count():
-        return sum(1 for e in R.Manifest.read(manifest) if e.get("event") == "done")
+        return sum(1 for e in M.Manifest.read(manifest) if e.get("event") == "done")
 
     proc = subprocess.Popen(cli(wf, mp, pp, [a.url, b.url], out, "--poll", "0.4"), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -92,7 +100,7 @@ def test_kill_a_server_then_the_runner_then_resume(loopback_servers, tmp_path):
             if not killed_b and n >= 3:
                 b.kill()
                 killed_b = True
-            if killed_b and n >= 12 and any(e.get("event") == "server_down" for e in R.Manifest.read(manifest)):
+            if killed_b and n >= 12 and any(e.get("event") == "server_down" for e in M.Manifest.read(manifest)):
                 os.kill(proc.pid, signal.SIGKILL)  # the runner dies mid-run, as on Ctrl-\ or a reboot
                 break
             time.sleep(0.02)
@@ -105,7 +113,7 @@ def test_kill_a_server_then_the_runner_then_resume(loopback_servers, tmp_path):
     assert killed_b, log1
     assert proc.returncode == -signal.SIGKILL, f"the first run finished before it could be interrupted:\n{log1}"
 
-    ev1 = R.Manifest.read(manifest)
+    ev1 = M.Manifest.read(manifest)
     run1 = ev1[0]["run"]
     done1 = [e["key"] for e in ev1 if e.get("event") == "done"]
     assert 12 <= len(done1) < n_jobs
@@ -126,7 +134,7 @@ def test_kill_a_server_then_the_runner_then_resume(loopback_servers, tmp_path):
     assert r2.returncode == 0, r2.stdout + r2.stderr
     assert f"{len(done1)} already done" in r2.stderr
 
-    ev = R.Manifest.read(manifest)
+    ev = M.Manifest.read(manifest)
     run2 = [e for e in ev if e.get("event") == "run" and e["run"] != run1]
     assert len(run2) == 1 and run2[0]["skipped"] == len(done1) and run2[0]["pending"] == n_jobs - len(done1)
     ev2 = [e for e in ev if e.get("run") == run2[0]["run"]]
@@ -138,24 +146,22 @@ def test_kill_a_server_then_the_runner_then_resume(loopback_servers, tmp_path):
     assert {e["server"] for e in ev2 if e.get("event") == "done"} <= {a.url, c.url}
     assert not [e for e in ev if e.get("event") == "error"]
     check_images(out, records)
-    index = json.load(open(os.path.join(out, R.PROMPTS_INDEX)))
+    index = json.load(open(os.path.join(out, M.PROMPTS_INDEX)))
     assert sorted(r["id"] for r in index) == sorted(r["id"] for r in records)
 
     # a third run has nothing to do
     r3 = subprocess.run(cli(wf, mp, pp, [a.url], out, "--quiet"), cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r3.returncode == 0
-    ev3 = R.Manifest.read(manifest)[len(ev):]
+    ev3 = M.Manifest.read(manifest)[len(ev):]
     assert [e["event"] for e in ev3] == ["run", "end"] and ev3[0]["pending"] == 0
 
 
 def test_dead_server_failed_jobs_and_changed_methods(loopback_servers, tmp_path):
     a = loopback_servers["a"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket closes
+    dead = _dead_url()
     records = P.dvmp_prompts(2, seed=7)
     methods = {"narrow": {"1.width": 64}, "broken": {"1.width": "not a number"}}
-    jobs = R.make_jobs(WORKFLOW, records, [11, 12], methods, {"seed": "1.color"})
+    jobs = J.make_jobs(WORKFLOW, records, [11, 12], methods, {"seed": "1.color"})
     out = str(tmp_path / "out")
     s1 = R.Runner(jobs, [dead, a.url], out, progress=False, poll=0.1).run()
     assert s1["done"] == 4 and s1["errors"] == 4 and s1["pending"] == 0 and s1["dead_servers"] == [dead]
@@ -164,19 +170,27 @@ def test_dead_server_failed_jobs_and_changed_methods(loopback_servers, tmp_path)
 
     # fix the broken method, widen the narrow one for seed 12 only by deleting a file: only those rerun
     methods = {"narrow": {"1.width": 64}, "broken": {"1.width": 80}}
-    slug0 = R.assign_slugs(records)[0]
+    slug0 = J.assign_slugs(records)[0]
     os.remove(os.path.join(out, slug0, "narrow_12.png"))
-    jobs = R.make_jobs(WORKFLOW, records, [11, 12], methods, {"seed": "1.color"})
+    # as if the first run had died writing that picture again; plus partial files that are not the runner's
+    own_part = os.path.join(out, slug0, "narrow_12.png.part")
+    others = [os.path.join(out, "x.part"), os.path.join(out, slug0, "download.part")]
+    for p in [own_part] + others:
+        with open(p, "wb") as f:
+            f.write(b"half")
+    jobs = J.make_jobs(WORKFLOW, records, [11, 12], methods, {"seed": "1.color"})
     seen = []
     s2 = R.Runner(jobs, [a.url], out, progress=False, poll=0.1, on_event=seen.append).run()
     assert s2["skipped"] == 3 and s2["done"] == 5 and s2["errors"] == 0
     rerun = sorted(e["key"] for e in seen if e["event"] == "done")
-    assert rerun == sorted([f"{slug0}/narrow_12"] + [f"{s}/broken_{k}" for s in R.assign_slugs(records) for k in (11, 12)])
+    assert rerun == sorted([f"{slug0}/narrow_12"] + [f"{s}/broken_{k}" for s in J.assign_slugs(records) for k in (11, 12)])
     assert Image.open(os.path.join(out, slug0, "broken_12.png")).size == (80, 32)
+    assert not os.path.exists(own_part) and Image.open(os.path.join(out, slug0, "narrow_12.png")).size == (64, 32)
+    assert all(os.path.exists(p) for p in others)
 
     # a changed override changes the graph hash, so that method is redone and the other is not
     methods["narrow"] = {"1.width": 72}
-    jobs = R.make_jobs(WORKFLOW, records, [11, 12], methods, {"seed": "1.color"})
+    jobs = J.make_jobs(WORKFLOW, records, [11, 12], methods, {"seed": "1.color"})
     s3 = R.Runner(jobs, [a.url], out, progress=False, poll=0.1).run()
     assert s3["skipped"] == 4 and s3["done"] == 4
     assert Image.open(os.path.join(out, slug0, "narrow_11.png")).size == (72, 32)
@@ -213,3 +227,46 @@ def test_prompt_from_set_node_in_a_server(loopback_servers):
     data = requests.get(c.url + "/view", params={"filename": im["filename"], "subfolder": im["subfolder"], "type": "output"}, timeout=10)
     from io import BytesIO
     assert Image.open(BytesIO(data.content)).size == (276, 8)
+
+
+def test_only_its_own_partial_files_are_removed(tmp_path):
+    """``--out ~`` must not delete other programs' partial downloads: only the .part files of jobs the
+    manifest says this runner submitted (and its prompts index) are removed at start."""
+    records = P.dvmp_prompts(1, seed=3)
+    jobs = J.make_jobs(WORKFLOW, records, [11], {"narrow": {"1.width": 64}}, {"seed": "1.color"})
+    out = tmp_path / "home"
+    slug = jobs[0].slug
+    (out / slug).mkdir(parents=True)
+    (out / "Downloads").mkdir()
+    # a runner killed while writing its picture: the manifest has the submission, the file is half written
+    M.Manifest(str(out / M.MANIFEST)).write({"event": "submit", "key": jobs[0].key, "run": "earlier"})
+    own = [out / slug / "narrow_11.png.part", out / slug / "narrow_11_1.webp.part", out / (M.PROMPTS_INDEX + ".part")]
+    others = [out / "x.part", out / "Downloads" / "big.iso.part", out / slug / "notes.part",
+              out / slug / "narrow_11.png.part.part", out / slug / "wide_11.png.part",  # no such job submitted
+              out / "narrow_11.png.part"]
+    for p in own + others:
+        p.write_bytes(b"half")
+    s = R.Runner(jobs, [_dead_url()], str(out), progress=False).run()
+    assert s["pending"] == 1 and s["done"] == 0
+    assert [p.name for p in own if p.exists()] == []
+    assert [p.name for p in others if not p.exists()] == []
+
+
+def test_tools_server_uses_the_runners_client(loopback_servers, tmp_path):
+    """tools.server.Server and the runner share faithful_eval.client: one set of errors (ComfyError)."""
+    from faithful_eval import client as C
+    a = loopback_servers["a"]
+    assert a.client.url == a.url and a.client.client_id == a.client_id
+    with pytest.raises(C.PromptRejected) as e:
+        a.queue({"1": {"class_type": "NoSuchNode", "inputs": {}}})
+    assert isinstance(e.value, C.ComfyError) and e.value.status == 400 and "rejected (400)" in str(e.value)
+    g = json.loads(json.dumps(WORKFLOW))
+    g["1"]["inputs"]["color"] = 0x123456
+    g["2"]["inputs"]["filename_prefix"] = "client_check"
+    entry = a.run(g, timeout=60)
+    assert C.failure_message(entry) is None
+    (data,) = a.images(entry)
+    from io import BytesIO
+    assert Image.open(BytesIO(data)).convert("RGB").getpixel((0, 0)) == rgb(0x123456)
+    with pytest.raises(C.JobFailed, match="timed out"):
+        a.client.wait("no-such-prompt", timeout=0.2, poll=0.1)

@@ -195,6 +195,25 @@ def test_relations_and_check():
         S.normalize_relation("next to")
 
 
+def test_visor_reads_the_shared_relation_vocabulary(monkeypatch):
+    """VISOR's relations are the pack's phrases (guidance_core/relations.py), not substrings of words."""
+    from guidance_core import relations as REL
+    want = {"left_of": "left", "right_of": "right", "above": "above", "below": "below"}
+    for phrase, rel in REL.ALIASES.items():
+        if rel in want:
+            assert S.normalize_relation(phrase) == want[rel], phrase
+            assert S.normalize_relation(want[rel]) == want[rel]
+        else:
+            with pytest.raises(ValueError, match="VISOR scores left of, right of, above and below"):
+                S.normalize_relation(phrase)
+    for word in ("leftmost", "cleft", "overcast", "bottom", "top"):  # words that contain a relation word
+        with pytest.raises(ValueError, match="unknown relation"):
+            S.normalize_relation(word)
+    monkeypatch.setitem(REL.PHRASES, "to the west of", "left_of")  # one table: a new phrase reaches VISOR
+    assert S.normalize_relation("to the west of") == "left"
+    assert S.relation_holds("to the west of", (0, 0, 10, 10), (20, 0, 30, 10))
+
+
 def test_visor_numbers_by_hand():
     # prompt p1: 4 images, both detected in 3, correct in 2; p2: both in 4, correct in 4; p3: nothing detected
     res = ([{"prompt": "p1", "both": b, "correct": c} for b, c in [(1, 1), (1, 1), (1, 0), (0, 0)]]
