@@ -123,6 +123,7 @@ class BindAttributes(io.ComfyNode):
                 io.Int.Input("attention_factor", default=4, min=1, max=64, optional=True,
                              tooltip="Which maps are read: latent size / map size (4 = 16x16 at 512 px, as the paper)."),
             ],
+            hidden=[io.Hidden.unique_id],
             outputs=[io.Model.Output(tooltip="The model with SynGen binding; chain more Faithful nodes or connect to a sampler.")],
         )
 
@@ -143,6 +144,7 @@ class BindAttributes(io.ComfyNode):
         term.expected_tokens = bindings["n_tokens"]
         m, reg = install(model)
         reg.terms.append(term)
+        reg.owners[term] = cls.hidden.unique_id if cls.hidden is not None else None
         chk = bindings.get("check")
         reg.prompts.append(chk if isinstance(chk, PromptCheck) else
                            PromptCheck("Bind Attributes", bindings.get("prompt", ""), bindings["n_tokens"]))

@@ -62,6 +62,7 @@ class ExciteTokens(io.ComfyNode):
                 io.String.Input("token_indices", default="", optional=True,
                                 tooltip="Advanced: raw CLIP positions instead of subject words, e.g. '2, 5' or '5+6' for a word split in two (sot = 0). Leave empty to use 'subjects'."),
             ],
+            hidden=[io.Hidden.unique_id],
             outputs=[io.Model.Output(tooltip="The model with Attend-and-Excite guidance; chain more Faithful nodes or connect to a sampler.")],
         )
 
@@ -96,6 +97,7 @@ class ExciteTokens(io.ComfyNode):
         term.expected_tokens = toks.n_tokens
         m, reg = install(model)
         reg.terms.append(term)
+        reg.owners[term] = cls.hidden.unique_id if cls.hidden is not None else None
         reg.prompts.append(toks.check("Excite Tokens", clip))
         return io.NodeOutput(m)
 

@@ -33,6 +33,7 @@ import comfy.patcher_extension as pe
 import comfy.samplers
 from comfy.ldm.modules.attention import optimized_attention
 
+from . import summary
 from .allocator import pin_mmap_threshold
 from .tokens import PromptCheck  # noqa: F401  (re-exported: the registry holds them)
 from ..guidance_core.attention import attention_probs, layer_geometry
@@ -64,6 +65,8 @@ class Registry:
     observers: list = field(default_factory=list)
     # The prompts the nodes were given, checked against the sampler's positive conditioning at each run's start.
     prompts: list = field(default_factory=list)
+    # term -> the id of the node that added it (for the summary shown on that node after a run)
+    owners: dict = field(default_factory=dict)
     # Per-run reports (losses, refinement counts, backward passes per guided step), keyed by the run's output
     # (see ``run_key``), newest last, at most MAX_RUNS. Read-only for later runs: nothing feeds back into sampling.
     runs: "OrderedDict[str, list]" = field(default_factory=OrderedDict)
@@ -72,7 +75,8 @@ class Registry:
 
     def derive(self) -> "Registry":
         """A copy for a new node's clone: the same terms, own lists, no run reports."""
-        return Registry(list(self.terms), list(self.modulations), list(self.observers), list(self.prompts))
+        return Registry(list(self.terms), list(self.modulations), list(self.observers), list(self.prompts),
+                        dict(self.owners))
 
     @property
     def empty(self) -> bool:
@@ -351,7 +355,10 @@ class RunState:
         if output is not None:
             key = run_key(output)
             if self.engine is not None:
-                self.registry.store_report(key, self.report())
+                report = self.report()
+                self.registry.store_report(key, report)
+                for t, label in self.engine.labels.items():
+                    summary.send(self.registry.owners.get(t), summary.summarize(label, report))
             for o in self.observers:
                 finish = getattr(o, "finish", None)
                 if finish is not None:
@@ -383,7 +390,7 @@ def _guide(run: RunState, guider, x, timestep, model_options, i: int):
         if not run.weights_ready:
             n = ensure_autograd_weights(inner)
             if n:
-                log.info("faithful: %d inference tensors of the model copied for autograd", n)
+                log.debug("faithful: %d inference tensors of the model copied for autograd", n)
             run.weights_ready = True
             pin_mmap_threshold(x.device)
         xg = x.detach().clone()

@@ -82,6 +82,7 @@ class SpatialAlignmentLoss(io.ComfyNode):
                 io.Custom("FAITHFUL_BINDINGS").Input("bindings", optional=True,
                                                      tooltip="Optional: relations found by Parse Prompt Bindings, used when 'relations' is empty."),
             ],
+            hidden=[io.Hidden.unique_id],
             outputs=[io.Model.Output(tooltip="The model with spatial guidance; chain more Faithful nodes or connect to a sampler.")],
         )
 
@@ -103,6 +104,7 @@ class SpatialAlignmentLoss(io.ComfyNode):
         term.expected_tokens = toks.n_tokens
         m, reg = install(model)
         reg.terms.append(term)
+        reg.owners[term] = cls.hidden.unique_id if cls.hidden is not None else None
         reg.prompts.append(toks.check("Spatial Alignment Loss", clip))
         return io.NodeOutput(m)
 
