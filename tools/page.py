@@ -73,10 +73,17 @@ def wait_until(page, predicate_js: str, arg=None, timeout_ms: int = 20000):
     return page.wait_for_function(predicate_js, arg=arg, timeout=timeout_ms).json_value()
 
 
-def set_nodes_2(page, enabled: bool, timeout_ms: int = 20000) -> None:
-    """Switch the frontend between the classic canvas and Nodes 2.0 (its Vue node mode, setting
-    "Comfy.VueNodes.Enabled") and wait until LiteGraph reports the mode."""
+def set_nodes_2(page, enabled: bool, timeout_ms: int = 60000) -> None:
+    """Put the frontend in the classic canvas or in Nodes 2.0 (its Vue node mode, setting
+    "Comfy.VueNodes.Enabled", which the server keeps in the user's settings). When the mode changes, the page is
+    reloaded so it starts in that mode, as after a restart: a switch inside a live page leaves node sizes of the
+    other mode behind."""
+    before = page.evaluate("() => !!window.LiteGraph.vueNodesMode")
     page.evaluate("async (v) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', v); }", enabled)
+    if before != enabled:
+        page.reload(timeout=timeout_ms)
+        page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=timeout_ms)
+        page.add_style_tag(content=".p-toast, [class*=banner], [class*=minimap] { display: none !important; }")
     wait_until(page, "(v) => !!window.LiteGraph.vueNodesMode === v", enabled, timeout_ms)
 
 
