@@ -65,3 +65,29 @@ def screenshot_workflow(url: str, workflow_path: str, out_png: str, width: int =
         os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
         page.screenshot(path=out_png)
         return errors
+
+
+# -- waiting on the page's own state (no fixed sleeps) ------------------------------------------------------------
+def wait_until(page, predicate_js: str, arg=None, timeout_ms: int = 20000):
+    """Wait until the JS function `predicate_js` (called with `arg`) returns a truthy value; returns that value."""
+    return page.wait_for_function(predicate_js, arg=arg, timeout=timeout_ms).json_value()
+
+
+def set_nodes_2(page, enabled: bool, timeout_ms: int = 60000) -> None:
+    """Put the frontend in the classic canvas or in Nodes 2.0 (its Vue node mode, setting
+    "Comfy.VueNodes.Enabled", which the server keeps in the user's settings). When the mode changes, the page is
+    reloaded so it starts in that mode, as after a restart: a switch inside a live page leaves node sizes of the
+    other mode behind."""
+    before = page.evaluate("() => !!window.LiteGraph.vueNodesMode")
+    page.evaluate("async (v) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', v); }", enabled)
+    if before != enabled:
+        page.reload(timeout=timeout_ms)
+        page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=timeout_ms)
+        page.add_style_tag(content=".p-toast, [class*=banner], [class*=minimap] { display: none !important; }")
+    wait_until(page, "(v) => !!window.LiteGraph.vueNodesMode === v", enabled, timeout_ms)
+
+
+def load_workflow_and_wait(page, workflow: dict, timeout_ms: int = 20000) -> None:
+    """Load a workflow and wait until the graph holds its nodes (instead of a fixed settle time)."""
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    wait_until(page, "(n) => window.app.graph._nodes.length === n", len(workflow.get("nodes", [])), timeout_ms)

@@ -1,4 +1,4 @@
-// Faithful: free-hand mask painting for the Layout Regions widget (imported by layout_widget.js; it registers
+// Faithful: free-hand mask painting for the Layout Regions widget (geometry of painted strokes; it registers
 // nothing itself). A painted region is {"phrase", "strokes": [{"r", "points": [[x, y], ...]}]}: x, y are
 // fractions of the image, r the brush radius as a fraction of the image WIDTH. Its mask is every pixel within
 // r of a stroke's polyline, which is what guidance_core/strokes.py rasterises at the latent size. A region may
@@ -117,48 +117,4 @@ export function extendStroke(stroke, p, aspect) {
   const step = Math.max(0.004, stroke.r / 4);
   if (Math.hypot(q[0] - last[0], (q[1] - last[1]) / aspect) >= step) { stroke.points.push(q); return true; }
   return false;
-}
-
-// The Box / Paint toggle, the brush size and "New" (finish the painted region); state.mode, state.brush.
-export function makeToolbar(state, onChange) {
-  const bar = document.createElement("div");
-  bar.className = "faithful-layout-toolbar";
-  Object.assign(bar.style, { display: "flex", gap: "4px", alignItems: "center", height: "24px", flex: "0 0 auto",
-                             font: "11px sans-serif", color: "#ccc", padding: "0 4px", userSelect: "none" });
-  const button = (label, title, onClick) => {
-    const b = document.createElement("button");
-    b.type = "button"; b.textContent = label; b.title = title;
-    Object.assign(b.style, { height: "20px", padding: "0 8px", border: "1px solid #555", borderRadius: "3px",
-                             color: "#eee", background: "#333", cursor: "pointer", font: "11px sans-serif" });
-    b.addEventListener("pointerdown", (ev) => ev.stopPropagation());
-    b.addEventListener("click", (ev) => { ev.stopPropagation(); onClick(); refresh(); onChange(); });
-    bar.appendChild(b);
-    return b;
-  };
-  const modes = {
-    box: button("Box", "Draw, move and resize boxes; double-click to rename", () => { state.mode = "box"; }),
-    paint: button("Paint", "Paint a region free-hand; strokes add to the selected painted region", () => { state.mode = "paint"; }),
-  };
-  for (const [m, b] of Object.entries(modes)) { b.className = "faithful-layout-mode"; b.dataset.mode = m; }
-  const fresh = button("New", "Finish the selected region: the next stroke starts a new painted region (Esc)",
-                       () => { state.selected = -1; });
-  fresh.className = "faithful-layout-new";
-  const label = document.createElement("label");
-  label.textContent = "brush";
-  label.style.marginLeft = "6px";
-  const slider = document.createElement("input");
-  Object.assign(slider, { type: "range", min: BRUSH.min, max: BRUSH.max, step: 1, value: state.brush,
-                          className: "faithful-layout-brush", title: "Brush radius, % of the image width" });
-  slider.style.width = "90px";
-  const value = document.createElement("span");
-  slider.addEventListener("pointerdown", (ev) => ev.stopPropagation());
-  slider.addEventListener("input", () => { state.brush = Number(slider.value); refresh(); onChange(); });
-  bar.append(label, slider, value);
-  function refresh() {
-    for (const [m, b] of Object.entries(modes)) b.style.background = state.mode === m ? "#4363d8" : "#333";
-    slider.value = state.brush;
-    value.textContent = `${state.brush}%`;
-  }
-  refresh();
-  return { element: bar, refresh };
 }

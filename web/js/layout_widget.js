@@ -1,246 +1,149 @@
-// Faithful: a region-drawing canvas for the "Layout Regions (DenseDiffusion)" node.
-// Box mode: drag on empty space to draw a box, drag inside a region to move it, drag a box's corner handle to
-// resize, double-click a region to edit its phrase. Paint mode (layout_paint.js): brush a new region free-hand;
-// strokes add to the selected painted region, "New" or Esc finishes it. Click the selected region's x or press
-// Delete to remove it, Enter to rename it. The layout is kept as JSON in the node's "layout" text widget, so it
-// saves and loads with the workflow and can be edited by hand.
+// Faithful: the region-drawing widget of the "Layout Regions (DenseDiffusion)" node (Kim et al., ICCV 2023).
+// The layout is kept as JSON in the node's "layout" widget, hidden here but saved with the workflow; the canvas
+// draws it and edits it. Parts: layout_state.js (the model), layout_hit.js (geometry, hit-testing),
+// layout_draw.js (drawing), layout_input.js (Box and Paint modes), layout_ui.js (toolbar, phrase editor, JSON
+// panel), layout_paint.js (strokes), layout_latent.js (the connected latent's size). Works on the classic
+// canvas and in Nodes 2.0 (Vue nodes): the root is one DOM widget whose element carries "widget-expands", the
+// class with which the Vue node layout gives a widget the node's free height.
 import { app } from "../../../scripts/app.js";  // served at /extensions/faithful/js/
-import { BRUSH, bounds, drawBrush, drawStrokes, extendStroke, hasBox, hasStrokes, hitStrokes, makeToolbar,
-         newStroke, translate } from "./layout_paint.js";
+import { NODE, aspect, createState } from "./layout_state.js";
+import { drawArea } from "./layout_hit.js";
+import { draw } from "./layout_draw.js";
+import { installInput } from "./layout_input.js";
+import { makeJsonPanel, makePhraseEditor, makeToolbar } from "./layout_ui.js";
+import { connectedLatent, watchWidgets } from "./layout_latent.js";
 
-const NODE = "FaithfulLayoutRegions";
-const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"];
-const HANDLE = 8;
+const MIN_CANVAS = 240;      // px: the drawing canvas never gets less than this (image >= 210 px high)
+const CHROME = 24 + 30 + 20; // px: toolbar + phrase row + the collapsed JSON line
+const JSON_OPEN = 120;       // px more while the JSON panel is open
+const TEXT_MAX = { prompt: 120, mask_phrases: 60 };  // px: these text boxes stop growing here, so the drawing
+                                                     // takes the rest of the node's free height
 
-function parseLayout(text) {
-  try {
-    const v = JSON.parse(text || "{}");
-    return { width: v.width || 512, height: v.height || 512, regions: Array.isArray(v.regions) ? v.regions : [] };
-  } catch (e) {
-    return null;
-  }
+function chain(obj, key, after) {  // obj[key] runs as before, then `after` with the same arguments
+  const prev = obj[key];
+  obj[key] = function (...args) {
+    const r = prev?.apply(this, args);
+    after.apply(this, args);
+    return r;
+  };
 }
 
-function clamp01(v) { return Math.max(0, Math.min(1, v)); }
+function hideWidget(w) {  // hidden on the canvas and in Vue nodes, still serialised with the workflow
+  w.hidden = true;
+  w.options = w.options || {};
+  w.options.hidden = true;
+  w.options.getMinHeight = () => 0;
+  w.options.getMaxHeight = () => 0;
+  w.computeSize = () => [0, -4];  // older frontends size widgets by computeSize
+}
 
 function attach(node) {
   const textWidget = node.widgets?.find((w) => w.name === "layout");
   if (!textWidget || node.__faithfulLayout) return;
-  const canvas = document.createElement("canvas");
-  canvas.className = "faithful-layout-canvas";
-  canvas.tabIndex = 0;
-  Object.assign(canvas.style, { display: "block", width: "100%", flex: "1 1 0px", minHeight: "0", outline: "none" });
-  const state = { layout: parseLayout(textWidget.value) || { width: 512, height: 512, regions: [] },
-                  text: textWidget.value, selected: -1, drag: null, mode: "box", brush: BRUSH.initial, hover: null };
+  const promptWidget = node.widgets.find((w) => w.name === "prompt");
+  const canvas = Object.assign(document.createElement("canvas"), { className: "faithful-layout-canvas", tabIndex: 0 });
+  Object.assign(canvas.style, { display: "block", width: "100%", flex: "1 1 0px", minHeight: `${MIN_CANVAS}px`,
+                                outline: "none", touchAction: "none" });
+  const state = createState(textWidget.value);
   node.__faithfulLayout = state;
-  const toolbar = makeToolbar(state, () => { canvas.style.cursor = state.mode === "paint" ? "crosshair" : "default"; draw(); });
-  const root = document.createElement("div");
-  root.className = "faithful-layout";
-  Object.assign(root.style, { display: "flex", flexDirection: "column", width: "100%", height: "100%" });
-  root.append(toolbar.element, canvas);
+  const cleanups = [];
+  let latentSource = null;
 
+  const ctl = {
+    state, canvas,
+    area: () => drawArea(canvas, state),
+    text: () => state.text,
+    redraw: () => draw(canvas, state),
+    refresh(opts) { toolbar.refresh(); phrase.refresh(opts); json.refresh(); ctl.redraw(); },
+    save(opts) {  // the state becomes the saved value of the "layout" widget
+      if (state.latent) { state.layout.width = state.latent.width; state.layout.height = state.latent.height; }
+      const text = JSON.stringify(state.layout);
+      state.text = text;
+      if (textWidget.value !== text) textWidget.value = text;  // the frontend's setter calls the widget's callback
+      node.setDirtyCanvas?.(true, true);
+      ctl.refresh(opts);
+    },
+    replaceLayout(layout, text) {  // a valid hand edit of the JSON
+      state.layout = layout;
+      state.selected = Math.min(state.selected, layout.regions.length - 1);
+      state.text = text;
+      textWidget.value = text;
+      phrase.refresh(); ctl.redraw();
+    },
+    editPhrase(index) { state.selected = index; phrase.edit(); ctl.redraw(); },
+    onPanelToggle() { node.setSize?.([node.size[0], Math.max(node.size[1], node.computeSize?.()[1] ?? 0)]); node.setDirtyCanvas?.(true, true); },
+  };
+  const toolbar = makeToolbar(ctl), phrase = makePhraseEditor(ctl), json = makeJsonPanel(ctl);
+
+  const root = document.createElement("div");
+  root.className = "faithful-layout widget-expands";
+  Object.assign(root.style, { display: "flex", flexDirection: "column", width: "100%", height: "100%", minWidth: "0",
+                              minHeight: `${MIN_CANVAS + CHROME}px`, boxSizing: "border-box", overflow: "hidden" });
+  root.append(toolbar.element, canvas, phrase.element, json.element);
   const widget = node.addDOMWidget("layout_canvas", "faithful_layout", root, {
     serialize: false, hideOnZoom: false,
-    getMinHeight: () => 250, getHeight: () => 290,
+    getMinHeight: () => MIN_CANVAS + CHROME + (json.element.open ? JSON_OPEN : 0),
   });
   widget.serialize = false;
-
-  function save() {
-    const text = JSON.stringify(state.layout);
-    state.text = text;
-    textWidget.value = text;
-    textWidget.callback?.(text);
-    node.setDirtyCanvas?.(true, true);
-    draw();
+  hideWidget(textWidget);
+  for (const w of node.widgets) {
+    if (w.options && TEXT_MAX[w.name] && !w.options.getMaxHeight) w.options.getMaxHeight = () => TEXT_MAX[w.name];
   }
 
-  function box() {  // the drawing area inside the canvas, with the layout's aspect ratio
-    const W = canvas.clientWidth || 300, H = canvas.clientHeight || 220;
-    const ar = state.layout.width / state.layout.height;
-    let w = W - 8, h = w / ar;
-    if (h > H - 8) { h = H - 8; w = h * ar; }
-    return { x: (W - w) / 2, y: (H - h) / 2, w, h, W, H };
+  function follow(text) {  // the saved value changed from outside (workflow load, undo, API): show it
+    if (text === state.text) return;
+    const fresh = createState(text);
+    state.layout = fresh.layout; state.text = text; state.selected = -1; state.drag = null;
+    ctl.refresh();
   }
+  chain(textWidget, "callback", (v) => follow(typeof v === "string" ? v : textWidget.value));
+  chain(node, "onConfigure", () => follow(textWidget.value));
 
-  function toFrac(ev) {
-    const r = canvas.getBoundingClientRect(), b = box();
-    const sx = (canvas.clientWidth || r.width) / r.width;
-    return { x: ((ev.clientX - r.left) * sx - b.x) / b.w, y: ((ev.clientY - r.top) * sx - b.y) / b.h };
+  const promptLinked = () => node.inputs?.some((i) => i.name === "prompt" && i.link != null);
+  function readPrompt(v) {
+    state.prompt = promptLinked() ? null : String(typeof v === "string" ? v : promptWidget?.value ?? "");
+    phrase.refresh({ keepEditor: true }); ctl.redraw();
   }
+  if (promptWidget) chain(promptWidget, "callback", (v) => readPrompt(v));
 
-  function aspect() { return state.layout.width / state.layout.height; }
-
-  function hit(p) {  // {index, part: "delete" | "resize" | "move"} of the topmost region under p
-    const b = box();
-    for (let i = state.layout.regions.length - 1; i >= 0; i--) {
-      const g = state.layout.regions[i], bb = bounds(g, aspect());
-      if (!bb) continue;
-      const px = p.x * b.w, py = p.y * b.h, x1 = bb.x1 * b.w, y0 = bb.y0 * b.h;
-      if (Math.abs(px - x1) < HANDLE && Math.abs(py - y0) < HANDLE) return { index: i, part: "delete" };
-      if (hasBox(g)) {
-        const bx1 = (g.x + g.w) * b.w, by1 = (g.y + g.h) * b.h;
-        if (Math.abs(px - bx1) < HANDLE && Math.abs(py - by1) < HANDLE) return { index: i, part: "resize" };
-        if (p.x >= g.x && p.x <= g.x + g.w && p.y >= g.y && p.y <= g.y + g.h) return { index: i, part: "move" };
-      }
-      if (hitStrokes(g, p, b)) return { index: i, part: "move" };
+  function readLatent() {  // the aspect of the latent this node's model is sampled on, when the graph says it
+    const found = connectedLatent(node);
+    const next = found ? { width: found.width, height: found.height } : null;
+    if (found && found.source !== latentSource) {
+      latentSource = found.source;
+      cleanups.push(watchWidgets(found.widgets, readLatent));
     }
-    return null;
+    const same = JSON.stringify(next) === JSON.stringify(state.latent);
+    state.latent = next;
+    if (!same) ctl.redraw();
   }
+  chain(node, "onConnectionsChange", () => { readLatent(); readPrompt(); });
+  canvas.addEventListener("pointerenter", readLatent);
+  cleanups.push(() => canvas.removeEventListener("pointerenter", readLatent));
 
-  function draw() {
-    if (textWidget.value !== state.text) {  // edited by hand: follow the text
-      const parsed = parseLayout(textWidget.value);
-      if (parsed) state.layout = parsed;
-      state.text = textWidget.value;
+  cleanups.push(installInput(ctl));
+  let grown = false;
+  const observer = new ResizeObserver(() => {
+    if (!grown) {  // Vue nodes (1.3x): give the drawing row more of the free height than the prompt box
+      const row = root.closest(".lg-node-widget");
+      if (row) { row.style.flexGrow = "4"; grown = true; }
     }
-    const dpr = window.devicePixelRatio || 1;
-    const W = canvas.clientWidth || 300, H = canvas.clientHeight || 220;
-    if (canvas.width !== W * dpr || canvas.height !== H * dpr) { canvas.width = W * dpr; canvas.height = H * dpr; }
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, W, H);
-    const b = box();
-    ctx.fillStyle = "#1e1e1e";
-    ctx.fillRect(b.x, b.y, b.w, b.h);
-    // the latent grid (image / 8): what the model actually sees
-    const gw = Math.max(1, Math.round(state.layout.width / 8)), gh = Math.max(1, Math.round(state.layout.height / 8));
-    const step = Math.max(1, Math.ceil(gw / 16));
-    ctx.strokeStyle = "#2c2c2c";
-    ctx.lineWidth = 1;
-    for (let i = 0; i <= gw; i += step) { const x = b.x + (i / gw) * b.w; ctx.beginPath(); ctx.moveTo(x, b.y); ctx.lineTo(x, b.y + b.h); ctx.stroke(); }
-    for (let j = 0; j <= gh; j += step) { const y = b.y + (j / gh) * b.h; ctx.beginPath(); ctx.moveTo(b.x, y); ctx.lineTo(b.x + b.w, y); ctx.stroke(); }
-    ctx.strokeStyle = "#666";
-    ctx.strokeRect(b.x, b.y, b.w, b.h);
-    state.layout.regions.forEach((g, i) => {
-      const c = COLORS[i % COLORS.length], bb = bounds(g, aspect());
-      if (!bb) return;
-      if (hasStrokes(g)) drawStrokes(ctx, g, b, c, dpr);
-      const x = b.x + bb.x0 * b.w, y = b.y + bb.y0 * b.h, w = (bb.x1 - bb.x0) * b.w, h = (bb.y1 - bb.y0) * b.h;
-      if (hasBox(g)) {
-        const bx = b.x + g.x * b.w, by = b.y + g.y * b.h, bw = g.w * b.w, bh = g.h * b.h;
-        ctx.globalAlpha = 0.3; ctx.fillStyle = c; ctx.fillRect(bx, by, bw, bh);
-        ctx.globalAlpha = 1; ctx.strokeStyle = c; ctx.lineWidth = i === state.selected ? 3 : 1.5; ctx.strokeRect(bx, by, bw, bh);
-        if (i === state.selected) { ctx.fillStyle = c; ctx.fillRect(bx + bw - HANDLE / 2, by + bh - HANDLE / 2, HANDLE, HANDLE); }
-      } else if (i === state.selected) {  // a painted region: its extent, dashed
-        ctx.save(); ctx.setLineDash([4, 3]); ctx.strokeStyle = c; ctx.lineWidth = 1.5; ctx.strokeRect(x, y, w, h); ctx.restore();
-      }
-      ctx.globalAlpha = 1;
-      ctx.fillStyle = "#fff"; ctx.font = "12px sans-serif";
-      ctx.fillText(g.phrase || "(no phrase)", x + 4, y + 14, Math.max(10, w - 8));
-      if (i === state.selected) {
-        ctx.fillStyle = "#fff"; ctx.font = "bold 12px sans-serif"; ctx.fillText("\u00d7", x + w - 4, y + 4);
-      }
-    });
-    if (state.mode === "paint" && state.hover) drawBrush(ctx, state.hover, b, state.brush / 100);
-    ctx.fillStyle = "#888"; ctx.font = "10px sans-serif";
-    ctx.fillText(`${state.layout.width}x${state.layout.height} px, latent ${gw}x${gh}`, b.x + 2, b.y + b.h - 3);
-  }
-
-  function askPhrase(current) {
-    const v = window.prompt("Phrase for this region (words from the prompt):", current || "");
-    return v === null ? current : v.trim();
-  }
-
-  canvas.addEventListener("pointerdown", (ev) => {
-    ev.stopPropagation();
-    canvas.focus();
-    const p = toFrac(ev);
-    const h = hit(p);
-    if (h && h.part === "delete" && h.index === state.selected) {
-      state.layout.regions.splice(h.index, 1); state.selected = -1; save(); return;
-    }
-    const inside = p.x >= 0 && p.x <= 1 && p.y >= 0 && p.y <= 1;
-    if (state.mode === "paint") {
-      if (!inside) return;
-      const g = state.layout.regions[state.selected], stroke = newStroke(p, state.brush / 100);
-      if (g && hasStrokes(g)) {
-        g.strokes.push(stroke);
-        state.drag = { mode: "paint", isNew: false };
-      } else {
-        state.layout.regions.push({ phrase: "", strokes: [stroke] });
-        state.selected = state.layout.regions.length - 1;
-        state.drag = { mode: "paint", isNew: true };
-      }
-    } else if (h) {
-      state.selected = h.index;
-      const g = state.layout.regions[h.index];
-      state.drag = { mode: h.part === "resize" ? "resize" : "move", start: p, orig: JSON.parse(JSON.stringify(g)) };
-    } else if (p.x >= 0 && p.x <= 1 && p.y >= 0 && p.y <= 1) {
-      state.layout.regions.push({ x: p.x, y: p.y, w: 0, h: 0, phrase: "" });
-      state.selected = state.layout.regions.length - 1;
-      state.drag = { mode: "new", start: p };
-    }
-    canvas.setPointerCapture?.(ev.pointerId);
-    draw();
+    ctl.redraw();
   });
-  canvas.addEventListener("pointermove", (ev) => {
-    if (!state.drag) {
-      if (state.mode === "paint") { state.hover = toFrac(ev); draw(); }
-      return;
-    }
-    ev.stopPropagation();
-    const p = toFrac(ev), d = state.drag, g = state.layout.regions[state.selected];
-    if (!g) return;
-    if (state.mode === "paint") state.hover = p;
-    if (d.mode === "paint") {
-      extendStroke(g.strokes[g.strokes.length - 1], p, aspect());
-    } else if (d.mode === "move" && hasStrokes(d.orig)) {
-      translate(g, d.orig, p.x - d.start.x, p.y - d.start.y);
-    } else if (d.mode === "new") {
-      g.x = clamp01(Math.min(d.start.x, p.x)); g.y = clamp01(Math.min(d.start.y, p.y));
-      g.w = clamp01(Math.max(d.start.x, p.x)) - g.x; g.h = clamp01(Math.max(d.start.y, p.y)) - g.y;
-    } else if (d.mode === "move") {
-      g.x = clamp01(Math.min(1 - d.orig.w, d.orig.x + p.x - d.start.x));
-      g.y = clamp01(Math.min(1 - d.orig.h, d.orig.y + p.y - d.start.y));
-    } else {
-      g.w = Math.max(0.02, clamp01(p.x) - d.orig.x); g.h = Math.max(0.02, clamp01(p.y) - d.orig.y);
-    }
-    draw();
-  });
-  canvas.addEventListener("pointerup", (ev) => {
-    if (!state.drag) return;
-    ev.stopPropagation();
-    const d = state.drag, g = state.layout.regions[state.selected];
-    state.drag = null;
-    if (d.mode === "new") {
-      if (!g || g.w < 0.02 || g.h < 0.02) { state.layout.regions.pop(); state.selected = -1; draw(); return; }
-      g.phrase = askPhrase("");
-    }
-    if (!g) { draw(); return; }
-    if (d.mode === "paint" && d.isNew) g.phrase = askPhrase("");
-    if (hasBox(g)) for (const k of ["x", "y", "w", "h"]) g[k] = Math.round(g[k] * 1000) / 1000;
-    save();
-  });
-  canvas.addEventListener("pointerleave", () => { if (state.hover) { state.hover = null; draw(); } });
-  canvas.addEventListener("dblclick", (ev) => {
-    ev.stopPropagation();
-    if (state.mode === "paint") return;  // in Paint a double-click is two dabs; rename with Enter or in Box mode
-    const h = hit(toFrac(ev));
-    if (!h) return;
-    const g = state.layout.regions[h.index];
-    g.phrase = askPhrase(g.phrase);
-    state.selected = h.index;
-    save();
-  });
-  canvas.addEventListener("keydown", (ev) => {
-    if ((ev.key === "Delete" || ev.key === "Backspace") && state.selected >= 0) {
-      ev.stopPropagation(); ev.preventDefault();
-      state.layout.regions.splice(state.selected, 1); state.selected = -1; save();
-    } else if (ev.key === "Escape" && state.selected >= 0) {
-      ev.stopPropagation(); ev.preventDefault();
-      state.selected = -1; draw();
-    } else if (ev.key === "Enter" && state.selected >= 0) {
-      ev.stopPropagation(); ev.preventDefault();
-      const g = state.layout.regions[state.selected];
-      g.phrase = askPhrase(g.phrase); save();
-    }
-  });
-  new ResizeObserver(() => draw()).observe(canvas);
-  const onDraw = node.onDrawForeground;
-  node.onDrawForeground = function () { const r = onDraw?.apply(this, arguments); if (textWidget.value !== state.text) draw(); return r; };
-  // A test and power-user hook: the layout as an object.
+  observer.observe(canvas);
+  cleanups.push(() => observer.disconnect());
+  chain(node, "onRemoved", () => { while (cleanups.length) cleanups.pop()(); });
+  chain(node, "onAdded", () => { readLatent(); readPrompt(); });
+
+  // A test and power-user hook: the layout as an object, and the aspect drawn on.
   node.faithfulLayout = () => JSON.parse(JSON.stringify(state.layout));
-  setTimeout(draw, 0);
+  node.faithfulLayoutAspect = () => aspect(state);
+  node.faithfulLayoutImageRect = () => {  // the drawn image in the page's client pixels (the canvas may be zoomed)
+    const r = canvas.getBoundingClientRect(), a = ctl.area(), s = r.width / (canvas.clientWidth || r.width);
+    return { x: r.left + a.x * s, y: r.top + a.y * s, w: a.w * s, h: a.h * s, canvasHeight: r.height };
+  };
+  readPrompt();
+  ctl.refresh();
 }
 
 app.registerExtension({
