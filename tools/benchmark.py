@@ -151,12 +151,10 @@ def run(size="small", steps=20, latent=16, reference=True, methods=None, repeat=
                            peak_rss_mib=mem.mib, ratio_peak_rss=mem.mib / max(1e-6, plain_mem.mib), cuda_mib=mem.cuda_mib)
     if "excite" in table and (not methods or "excite" in methods):
         # The early stop (forward ends after the last layer a loss reads), measured by turning it off.
-        os.environ["FAITHFUL_NO_EARLY_STOP"] = "1"
-        try:
-            m = _methods(clip, factor)["excite"](model)
-            total, st, mem = best([_sample(m, cond, uncond, lat, steps) for _ in range(repeat)])
-        finally:
-            os.environ.pop("FAITHFUL_NO_EARLY_STOP", None)
+        m = _methods(clip, factor)["excite"](model)
+        from faithful.nodes.runtime import REGISTRY_KEY
+        m.model_options["transformer_options"][REGISTRY_KEY].early_stop = False
+        total, st, mem = best([_sample(m, cond, uncond, lat, steps) for _ in range(repeat)])
         rep = _registry_report(m)
         guided = [r["step"] for r in rep if not r["refinement_iterations"]]
         gs = sum(st[i] for i in guided) / max(1, len(guided))
