@@ -82,12 +82,7 @@ class ExciteTokens(io.ComfyNode):
             words = parse_word_list(subjects)
             if not words:
                 raise ValueError("Excite Tokens: no subjects given; list the nouns that must appear, e.g. 'cat, frog'")
-            groups = []
-            for w, pos in zip(words, toks.locate(words)):
-                if pos is None:
-                    raise ValueError(f"Excite Tokens: subject '{w}' is not in the prompt '{prompt}'. "
-                                     f"Use words exactly as they appear in the prompt. Prompt tokens: {toks.describe()}")
-                groups.append(pos)
+            groups = toks.require(words, "Excite Tokens", "subject")
         schedule = ExciteSchedule(scale_factor=scale_factor, until=guided_fraction,
                                   refinement=parse_thresholds(refinement_thresholds),
                                   max_refinement_steps=max_refinement_steps)

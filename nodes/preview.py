@@ -62,12 +62,7 @@ class RecordAttention(io.ComfyNode):
         if not ws:
             raise ValueError("Record Attention: no words given; list words of the prompt, e.g. 'cat, frog'")
         toks = PromptTokens(clip, prompt)
-        groups = []
-        for w, pos in zip(ws, toks.locate(ws)):
-            if pos is None:
-                raise ValueError(f"Record Attention: '{w}' is not in the prompt '{prompt}'. Use words exactly as they "
-                                 f"appear in the prompt. Prompt tokens: {toks.describe()}")
-            groups.append(pos)
+        groups = toks.require(ws, "Record Attention", "word")
         rec = AttentionRecorder(ws, groups, ALL if all_layers else attention_factor, start, end)
         m, reg = install(model)
         reg.observers.append(rec)

@@ -16,11 +16,7 @@ def _object_positions(toks: PromptTokens, phrase: str, where: str) -> list[int]:
     words = [w for w in phrase.split() if w.lower() not in _ARTICLES]
     if not words:
         raise ValueError(f"Spatial Alignment Loss: the {where} object of a relation is empty")
-    pos = toks.locate([" ".join(words)])[0]
-    if pos is None:
-        raise ValueError(f"Spatial Alignment Loss: object '{phrase}' is not in the prompt '{toks.text}'. "
-                         f"Use the object's words as they appear in the prompt. Prompt tokens: {toks.describe()}")
-    return pos
+    return toks.require([" ".join(words)], "Spatial Alignment Loss", "object")[0]
 
 
 def relations_from_text(toks: PromptTokens, text: str):

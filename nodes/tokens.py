@@ -64,6 +64,17 @@ class PromptTokens:
     def describe(self) -> str:
         return describe_tokens(self.pieces)
 
+    def require(self, words: list[str], node: str, what: str) -> list[list[int]]:
+        """Each word's context positions; a word that is not in the prompt is a ValueError naming ``node`` and
+        ``what`` it is (subject, object, phrase, word), with the prompt's tokens."""
+        out = []
+        for w, pos in zip(words, self.locate(words)):
+            if pos is None:
+                raise ValueError(f"{node}: {what} '{w}' is not in the prompt '{self.text}'. Use words exactly as "
+                                 f"they appear in the prompt. Prompt tokens: {self.describe()}")
+            out.append(pos)
+        return out
+
     def check(self, node: str, clip) -> "PromptCheck":
         """What the run will match against the sampler's positive conditioning (see PromptCheck)."""
         return PromptCheck(node, self.text, self.n_tokens, chunk_signature(clip, self.text))
