@@ -254,10 +254,10 @@ def region_mask(r, h: int, w: int, n: int = 1) -> torch.Tensor:
             raise ValueError(f"Layout Regions: region {n} needs numbers x, y, w, h (fractions of the image) "
                              "or strokes painted with the widget's Paint mode") from None
         if not all(math.isfinite(v) for v in (x, y, bw, bh)):
-            bad = [k for k, v in zip("xywh", (x, y, bw, bh)) if not math.isfinite(v)]
-            raise ValueError(f"Layout Regions: region {n} has {', '.join(bad)} = "
-                             f"{', '.join(str(r[k]) for k in bad)}; box coordinates must be finite fractions of the "
-                             "image (0..1)")
+            bad = ", ".join(f"{k} = {'NaN' if math.isnan(v) else ('' if v > 0 else '-') + 'Infinity'}"
+                            for k, v in zip("xywh", (x, y, bw, bh)) if not math.isfinite(v))
+            raise ValueError(f"Layout Regions: region {n} has {bad}; box coordinates must be finite fractions of "
+                             "the image (0..1)")
         x0, y0 = max(0, round(x * w)), max(0, round(y * h))
         x1, y1 = min(w, round((x + bw) * w)), min(h, round((y + bh) * h))
         m[y0:y1, x0:x1] = 1.0

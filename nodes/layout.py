@@ -154,11 +154,14 @@ class _Bound:
         cou = extra_options.get("cond_or_uncond") or []
         if sigma is None or shape is None or 0 not in cou:
             return None
+        latent_hw = tuple(shape[-2:])
+        run_hw = tuple(getattr(self.run, "latent_shape", ())[-2:])
+        if run_hw and run_hw != latent_hw:
+            return None  # an area-conditioned crop: the layout describes the whole image, not this part
+        self.mod.masks_at(latent_hw)  # checks the layout against this latent at the first call, active or not
         lam = self.active_lambda(sigma)
         if lam is None:
             return None
-        latent_hw = tuple(shape[-2:])
-        self.mod.masks_at(latent_hw)  # checks the layout against this latent before any layer is touched
         geo = layer_geometry(q.shape[1], latent_hw)
         if geo is None:
             return None
