@@ -25,3 +25,18 @@ def test_phrase_not_in_prompt_is_a_node_error(server):
     err = execution_error(entry)
     assert err is not None and err["node_type"] == "FaithfulLayoutRegions"
     assert "is not in the prompt" in err["exception_message"]
+
+
+def test_boxes_drawn_on_a_square_canvas_fit_a_non_square_latent(server):
+    """The widget's default 512x512 canvas, a 192x128 Empty Latent Image: the boxes are fractions laid onto
+    the sampler's latent (this used to fail with "the masks are 64x64 but the image is 192x128")."""
+    square = {"width": 512, "height": 512, "regions": [
+        {"x": 0.0, "y": 0.25, "w": 0.5, "h": 0.6, "phrase": "a cat"},
+        {"x": 0.5, "y": 0.25, "w": 0.5, "h": 0.6, "phrase": "a dog"}]}
+    entry = server.run(layout_graph(CKPT_NAME, layout=square, width=192, height=128, seed=54, steps=2,
+                                    prefix="layout-wide"))
+    assert execution_error(entry) is None, execution_error(entry)
+    import io
+    from PIL import Image
+    images = server.images(entry)
+    assert images and Image.open(io.BytesIO(images[0])).size == (192, 128)
