@@ -321,6 +321,7 @@ def modulated_model(model, clip, prompt, layout, w_cross=1.0, w_self=0.3, w_size
         reg.modulations[earlier[0]] = mod
     else:
         reg.modulations.append(mod)
+    reg.prompts.append(toks.check("Layout Regions", clip))
     all_phrases = mod.phrases + mod.background_phrases
     all_sets = mod.token_sets + [_locate(toks, prompt, p, "the background") for p in mod.background_phrases]
     return m, toks, all_phrases, all_sets
