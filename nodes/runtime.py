@@ -16,7 +16,8 @@ is then moved by delta_x in place by a thin proxy around the sampler's model (in
 KSAMPLER passed down the OUTER_SAMPLE executor). The proxy sees the sampler's x before the inpainting blend,
 so with a denoise mask m (x_in = m*x + (1-m)*noised_original) the chain rule gives dL/dx = m * dL/dx_in and
 the sampler's x moves by m * delta_x; the unmasked part keeps following the original image. For a sampler
-that is not a KSAMPLER the update is applied to the x given to predict_noise.
+that is not a KSAMPLER the update is applied to the x given to predict_noise. Which call is the first
+evaluation of each step, and where each sampler keeps its state, is decided in nodes/steps.py.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .allocator import pin_mmap_threshold
 from .registry import REGISTRY_KEY, Registry, check_prompts, run_key  # noqa: F401  (re-exported)
 from .hooks import (CAPTURE_KEY, RUN_KEY, SUPPORTED, AttentionPatch, Capture, _install_attention,  # noqa: F401
                     check_supported, transformer_positions)
+from .steps import _GuidedSamplerFunction, _LatentUpdater, check_sampler, guided_step  # noqa: F401
 from ..guidance_core.engine import GuidanceEngine, StepInfo
 from ..guidance_core.maps import CaptureComplete, MapStore
 
@@ -95,7 +97,7 @@ class RunState:
 
     def __init__(self, registry: Registry, sigmas: torch.Tensor, latent_shape):
         self.registry = registry
-        self.sample_sigmas = sigmas.detach().float().cpu()
+        self.sample_sigmas = sigmas.detach().float().cpu().clone()  # UniPC writes into its sigmas
         self.latent_shape = tuple(latent_shape)
         self.engine = GuidanceEngine(registry.terms, early_stop=registry.early_stop) if registry.terms else None
         self.modulations = [m.bind(self) if hasattr(m, "bind") else m for m in registry.modulations]
@@ -106,6 +108,8 @@ class RunState:
         self.weights_ready = False
         self.model_sampling = None
         self.current_step: int | None = None
+        self.tracker = None    # nodes/steps.py: the sampler-step tracker of a wrapped KSAMPLER
+        self.call_step = None  # nodes/steps.py: the step the current model call was chosen to guide
         self.prompts_checked = not registry.prompts
 
     @property
@@ -220,11 +224,10 @@ def _predict_noise_wrapper(executor, x, timestep, model_options={}, seed=None, *
         check_prompts(run.registry.prompts, getattr(executor.class_obj, "conds", {}).get("positive"))
     if run.engine is None:
         return executor(x, timestep, model_options, seed, *args, **kwargs)
-    i = run.step_index(timestep)
+    i = guided_step(run, timestep)
     run.current_step = i
-    if i is None or i in run.seen_steps:
+    if i is None:
         return executor(x, timestep, model_options, seed, *args, **kwargs)
-    run.seen_steps.add(i)
     res = _guide(run, executor.class_obj, x, timestep, model_options, i)
     x_pred = x
     if res.delta_x is not None:
@@ -240,43 +243,6 @@ def _predict_noise_wrapper(executor, x, timestep, model_options={}, seed=None, *
     return out
 
 
-class _LatentUpdater:
-    """Stands in for the sampler's model (KSamplerX0Inpaint): after each call, moves the sampler's own x by the
-    guidance update of that call (masked by the denoise mask). Everything else is forwarded."""
-
-    def __init__(self, model, run: RunState):
-        self._model = model
-        self._run = run
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def __call__(self, x, sigma, *args, **kwargs):
-        self._run.pending_delta = None
-        out = self._model(x, sigma, *args, **kwargs)
-        d = self._run.pending_delta
-        if d is not None:
-            self._run.pending_delta = None
-            mask = kwargs.get("denoise_mask")
-            if mask is not None:
-                mo = kwargs.get("model_options", {})
-                fn = mo.get("denoise_mask_function")
-                if fn is not None:
-                    mask = fn(sigma, mask, extra_options={"model": self._model.inner_model, "sigmas": self._model.sigmas})
-                d = d * mask
-            x.add_(d.to(x.dtype))
-        return out
-
-
-class _GuidedSamplerFunction:
-    def __init__(self, fn, run: RunState):
-        self.fn = fn
-        self.run = run
-
-    def __call__(self, model, x, sigmas, *args, **kwargs):
-        return self.fn(_LatentUpdater(model, self.run), x, sigmas, *args, **kwargs)
-
-
 def _outer_sample_wrapper(executor, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None,
                           disable_pbar=False, seed=None, *args, **kwargs):
     guider = executor.class_obj
@@ -289,8 +255,10 @@ def _outer_sample_wrapper(executor, noise, latent_image, sampler, sigmas, denois
     out = None
     try:
         if run.engine is not None and hasattr(sampler, "sampler_function"):
+            check_sampler(sampler.sampler_function)  # dpm_fast / dpm_adaptive: a clear error before any step
             sampler = copy.copy(sampler)
-            sampler.sampler_function = _GuidedSamplerFunction(sampler.sampler_function, run)
+            sampler.sampler_function = _GuidedSamplerFunction(sampler.sampler_function, run,
+                                                              getattr(sampler, "extra_options", None))
             run.sampler_wrapped = True
         out = executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, *args, **kwargs)
         return out
