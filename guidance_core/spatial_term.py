@@ -1,10 +1,28 @@
 """InfSplign (arXiv 2512.17851) as a guidance-engine term: noise-space guidance every step.
 
 eps <- eps_cfg + w * dL/dz with w = 1000 (the reference's sg_grad_wt), L the compound loss of
-``guidance_core.spatial.infsplign_loss`` averaged over the decoder cross-attention layers the paper reads:
-SD1.x/SD2.x: the decoder's 16x16 layers (presence group, "top") and 32x32 layers (balance group, "mid") at
-512 px, i.e. latent/4 and latent/2; SDXL: the second decoder block at 32x32 (latent/4), transformer sub-blocks
-1-3 (up_blocks.0.attentions.1.transformer_blocks.{1,2,3}), read as the presence group.
+``guidance_core.spatial.infsplign_loss`` averaged over the decoder cross-attention layers the reference reads
+(its ``attn_greenlist`` in pipeline_batch.py), each head-averaged map (B, h, w, T) resized to 64x64.
+
+Which layer feeds which energy follows the reference's rule (self_guide_batch.py, ``InfSplign.centroid``): a
+layer whose diffusers module name contains ``"blocks.1"`` is a presence layer ("top": v_A + v_B, weight
+w_presence), every other layer a balance layer ("mid": |v_A - v_B|, weight w_balance).
+
+SD1.x / SD2.x (the first 6 of the greenlist, at 512 px):
+    up_blocks.1.attentions.{0,1,2}.transformer_blocks.0  (16x16, latent/4)  -> presence
+    up_blocks.2.attentions.{0,1,2}.transformer_blocks.0  (32x32, latent/2)  -> balance
+  In ComfyUI these are output_blocks.{3,4,5}.1 and output_blocks.{6,7,8}.1, patch keys ("output", 3..5, 0) and
+  ("output", 6..8, 0): selected here as the decoder layers at factor 4 and at factor 2.
+SDXL (1024 px, 32x32 = latent/4):
+    up_blocks.0.attentions.1.transformer_blocks.1        -> presence ("blocks.1" is in the name)
+    up_blocks.0.attentions.1.transformer_blocks.{2,3}    -> balance
+  diffusers' up_blocks.0 is the decoder's lowest level, ComfyUI's output_blocks 0-2 (all at latent/4, ten
+  transformer sub-blocks each); attentions.1 is the second of them, output_blocks.1.1, and transformer_blocks.k
+  is ComfyUI's transformer index k. So the patch keys are ("output", 1, 1) for presence and ("output", 1, 2),
+  ("output", 1, 3) for balance, selected here as the second decoder block at factor 4 (block ordinal 1) with
+  transformer indices (1,) and (2, 3). (comfy.utils.unet_to_diffusers gives the same correspondence;
+  tests/test_spatial_inprocess.py checks it on a model whose block has four sub-blocks.) The step loss is the
+  mean over the three layers (one presence, two balance), as in the reference.
 """
 from __future__ import annotations
 
@@ -12,7 +30,8 @@ from .maps import LayerSelector
 
 SD_TOP = LayerSelector(kinds=("output",), factors=(4,))
 SD_MID = LayerSelector(kinds=("output",), factors=(2,))
-SDXL_TOP = LayerSelector(kinds=("output",), factors=(4,), block_ordinals=(1,), transformer_indices=(1, 2, 3))
+SDXL_TOP = LayerSelector(kinds=("output",), factors=(4,), block_ordinals=(1,), transformer_indices=(1,))
+SDXL_MID = LayerSelector(kinds=("output",), factors=(4,), block_ordinals=(1,), transformer_indices=(2, 3))
 
 
 class SpatialTerm:
@@ -33,7 +52,7 @@ class SpatialTerm:
         self.kw = dict(alpha=alpha, margin=margin, w_spatial=w_spatial, w_presence=w_presence, w_balance=w_balance)
         self.start, self.end = float(start), float(end)
         self.map_size = int(map_size)
-        self.selectors = (SDXL_TOP,) if deep_decoder else (SD_TOP, SD_MID)
+        self.selectors = (SDXL_TOP, SDXL_MID) if deep_decoder else (SD_TOP, SD_MID)
         self.expected_tokens = None
 
     def active(self, step) -> bool:
