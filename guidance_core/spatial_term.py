@@ -38,6 +38,7 @@ class SpatialTerm:
     """Relations are (positions of A, canonical relation, positions of B). Guided at steps with
     start <= i/N < end (every step by default)."""
     name = "infsplign"
+    label = "Spatial Alignment Loss"
     channel = "noise"
     max_refinement_steps = 0
 
@@ -64,6 +65,19 @@ class SpatialTerm:
 
     def refinement_threshold(self, step):
         return None
+
+    def missing_maps_message(self, selector, store) -> str:
+        """The error when the model's decoder lacks one of the layer groups the reference reads (the node has
+        no input that chooses layers: they are fixed per architecture)."""
+        seen = store.factors_seen(("output",))
+        where = ("the second decoder block at latent/4 with transformer sub-blocks 1-3 (SDXL's "
+                 "up_blocks.0.attentions.1)" if selector.transformer_indices else
+                 f"the decoder's cross-attention at latent/{selector.factors[0]} ({store.map_size(selector.factors[0])} maps "
+                 f"with this {store.latent_hw[0]}x{store.latent_hw[1]} latent)")
+        have = ", ".join(f"latent/{f}" for f in seen) if seen else "no resolution"
+        return (f"Spatial Alignment Loss reads {where}, and this model's decoder has cross-attention at {have}. "
+                "Its layers are fixed by the architecture (no input chooses them): connect an SD1.x, SD2.x or SDXL "
+                "model to its 'model' input.")
 
     def loss(self, maps, step):
         from .spatial import infsplign_loss, resize_maps

@@ -123,6 +123,8 @@ class SynGenTerm:
     (constant); guided while i < round(until * N); factor as in Attend-and-Excite (shared captured maps).
     """
     name = "syngen"
+    label = "Bind Attributes"
+    factor_input = "attention_factor"
     channel = "latent"
     max_refinement_steps = 0
 
