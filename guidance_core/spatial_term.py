@@ -94,8 +94,8 @@ class SpatialTerm:
                 p = resize_maps(p.flatten(0, 1), self.map_size).reshape(p.shape[0], p.shape[1], self.map_size, self.map_size)
                 layer_maps.append((p.permute(0, 2, 3, 1), g))
         if not layer_maps:
-            raise ValueError("Spatial Alignment Loss found no decoder cross-attention at the expected resolutions "
-                             "(latent/4 and latent/2); is the image very small?")
+            raise ValueError("Spatial Alignment Loss found no decoder cross-attention at the layers it reads "
+                             "(latent/4 and latent/2): connect an SD1.x, SD2.x or SDXL model.")
         loss, terms = infsplign_loss(layer_maps, self.relations, **self.kw)
         # What the last layer measured for the last relation (the highest-resolution decoder layer): reported
         # per step for previews and tests, never fed back.
@@ -106,21 +106,39 @@ class SpatialTerm:
 def parse_relation_line(line: str) -> tuple[str, str, str]:
     """``"red car to the left of blue dog"`` -> ("red car", "to the left of", "blue dog"); also "A | rel | B".
 
-    The relation phrase is the longest known alias found between two non-empty sides.
+    The relation phrase is the longest known alias found between two non-empty sides. A line that names a
+    relation but lacks an object ("left of", "car left of") is an error saying which object is missing.
     """
     from .spatial import RELATION_ALIASES
     text = " ".join(line.strip().split())
     if "|" in text:
         parts = [p.strip() for p in text.split("|")]
+        if len(parts) == 3 and parts[1] and not (parts[0] and parts[2]):
+            raise ValueError(_missing_objects(line, parts[1], parts[0], parts[2]))
         if len(parts) != 3 or not all(parts):
             raise ValueError(f"relation '{line}': write 'object A | relation | object B', e.g. 'car | left of | dog'")
         return parts[0], parts[1], parts[2]
     low = f" {text.lower()} "
+    lacking, spans = None, []
     for alias in sorted(RELATION_ALIASES, key=len, reverse=True):
         k = low.find(f" {alias} ")
-        if k > 0:
-            a, b = text[: k - 1 + 1].strip(), text[k + len(alias) + 1:].strip()
-            if a and b:
-                return a, alias, b
+        end = k + len(alias) + 1
+        if k < 0 or any(s0 <= k and end <= s1 for s0, s1 in spans):
+            continue  # absent, or a part of a longer relation already found ("left of" in "to the left of")
+        a, b = text[:k].strip(), text[end:].strip()
+        if a and b:
+            return a, alias, b
+        spans.append((k, end))
+        lacking = lacking or (alias, a, b)
+    if lacking is not None:
+        raise ValueError(_missing_objects(line, *lacking))
     names = ", ".join(sorted(RELATION_ALIASES))
     raise ValueError(f"relation '{line}' names no known relation; use one of: {names} (e.g. 'car left of dog')")
+
+
+def _missing_objects(line: str, alias: str, a: str, b: str) -> str:
+    which = ("both objects are missing" if not (a or b) else
+             f"the first object (before '{alias}') is missing" if not a else
+             f"the second object (after '{alias}') is missing")
+    return (f"relation '{line.strip()}': {which}. Write 'object A {alias} object B' with both objects as they "
+            f"appear in the prompt, e.g. 'car {alias} dog'.")

@@ -61,6 +61,22 @@ def test_bad_relations_are_clear_errors(pack):
         run("car left of car")
     with pytest.raises(ValueError, match="no relation given"):
         run("")
+    with pytest.raises(ValueError, match=r"^Spatial Alignment Loss: relation 'left of': both objects are missing"):
+        run("left of")
+    with pytest.raises(ValueError, match=r"relation 'car left of': the second object \(after 'left of'\) is missing"):
+        run("car left of")
+
+
+def test_bindings_relations_that_are_not_a_list_or_lack_objects(pack):
+    from faithful.nodes.spatial import SpatialAlignmentLoss
+    model, clip = tiny.build_model("sd1"), tiny.TokenizerClip()
+    run = lambda b: SpatialAlignmentLoss.execute(model, clip, "a car to the left of a dog", "", bindings=b)
+    with pytest.raises(ValueError, match="'relations' must be a list"):
+        run({"relations": "car left of dog"})
+    with pytest.raises(ValueError, match="lacks its objects"):
+        run({"relations": [{"relation": "left_of"}]})
+    with pytest.raises(ValueError, match="'left_of' is missing an object"):
+        run({"relations": [{"subject_positions": [2], "relation": "left_of", "object_positions": []}]})
 
 
 # -- SDXL layer grouping against the reference ---------------------------------------------------------------
