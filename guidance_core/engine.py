@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .maps import CapturedMap, LayerSelector, MapStore
+from .maps import CapturedMap, LayerSelector, MapStore, require_maps
 
 log = logging.getLogger("faithful")
 
@@ -118,6 +118,7 @@ class GuidanceEngine:
         per_term = {}
         for t in terms:
             maps = [store.for_selector(sels.index(s)) for s in t.selectors]
+            require_maps(t, maps, store)  # a layer choice that reads nothing: a clear error naming the input
             lt = t.loss(maps, step)
             per_term[t] = lt
             total = lt.sum() if total is None else total + lt.sum()

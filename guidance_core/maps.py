@@ -111,6 +111,60 @@ class MapStore:
     def for_selector(self, selector_index: int) -> list[CapturedMap]:
         return self.maps[selector_index]
 
+    def factors_seen(self, kinds: Iterable[str] | None = None) -> list[int]:
+        """The factors of the cross-attention layers this forward visited (of ``kinds`` if given), sorted."""
+        kinds = None if kinds is None else set(kinds)
+        return sorted({li.factor for li in self.layers if kinds is None or li.kind in kinds})
+
+    def map_size(self, factor: int) -> str:
+        """'16x16': the map size of a layer ``factor`` times smaller than this forward's latent."""
+        h, w = self.latent_hw
+        return f"{-(-h // factor)}x{-(-w // factor)}"
+
+
+# Node names of the terms that do not declare a ``label`` (their messages name the node the user sees).
+_LABELS = {"attend_and_excite": "Excite Tokens", "syngen": "Bind Attributes", "infsplign": "Spatial Alignment Loss"}
+
+
+def missing_factor_message(label: str, factor_input: str, selector: LayerSelector, store: MapStore) -> str:
+    """The error for a term whose ``factor_input`` (e.g. attention_factor) matches no cross-attention layer."""
+    want = ", ".join(str(f) for f in selector.factors)
+    seen = store.factors_seen(selector.kinds)
+    h, w = store.latent_hw
+    if not store.layers:
+        return (f"{label}: the sampler's positive conditioning gave no cross-attention map of the whole image "
+                f"(an area-restricted conditioning is not read); give the sampler a positive conditioning that "
+                f"covers the image.")
+    if not seen:
+        return (f"{label}: this model has no cross-attention layer in the blocks it reads ({', '.join(selector.kinds)}); "
+                f"it supports SD1.x, SD2.x and SDXL UNets.")
+    options = ", ".join(f"{f} ({store.map_size(f)} maps)" for f in seen)
+    return (f"{label}: {factor_input} {want} matches no cross-attention layer of this model: with this image "
+            f"({h}x{w} latent) it would read {store.map_size(selector.factors[0])} maps, and the model's cross-"
+            f"attention layers are at {factor_input} {options}. Set {factor_input} on {label} to one of "
+            f"{', '.join(str(f) for f in seen)} (4 reads the paper's 16x16 maps at 512 px).")
+
+
+def require_maps(term, maps: list[list[CapturedMap]], store: MapStore) -> None:
+    """Raise a ValueError naming the node and the input to change when a complete forward gave one of
+    ``term``'s selectors no map at all (``maps[k]`` for ``term.selectors[k]``).
+
+    A forward that stopped early (``store.stop_after`` set) is never judged: it stops only after as many wanted
+    layers as a complete forward of the same selectors captured. The message is the term's own
+    ``missing_maps_message(selector, store)`` when it has one, else it names the term's ``factor_input``
+    (default "attention_factor") and the factors the model offers at this image size.
+    """
+    if store.stop_after is not None:
+        return
+    for sel, got in zip(term.selectors, maps):
+        if got:
+            continue
+        own = getattr(term, "missing_maps_message", None)
+        if own is not None:
+            raise ValueError(own(sel, store))
+        label = getattr(term, "label", None) or _LABELS.get(getattr(term, "name", ""), getattr(term, "name", "guidance"))
+        raise ValueError(missing_factor_message(label, getattr(term, "factor_input", "attention_factor"), sel, store))
+
 
 def mean_map(maps: list[CapturedMap]) -> torch.Tensor:
     """Mean over layers x heads of same-sized maps: list of (B, h, w, T) -> (B, h, w, T).

@@ -12,6 +12,13 @@ For each subtree S = (modifiers m_1..m_k, noun n) with outside set O_S = (prompt
 (pairs de-duplicated, the negative term 0 when O_S is empty). With ``include_entities`` a noun without
 modifiers contributes -mean_o D(n, o). The latent moves by z <- z - 20 dL/dz for the first half of the steps
 (the reference's 25 of 51 PNDM iterations), with a constant step size.
+
+Logarithms follow the reference, which builds ``torch.distributions.Categorical(probs=map)`` and takes
+``kl_divergence``: P = map / sum(map) unclamped, log P from P clamped to [eps, 1 - eps] with eps the float32
+machine epsilon 1.19e-7 (``torch.distributions.utils.clamp_probs``; no gradient flows through a clamped
+entry, so a pixel where both maps are exactly 0 adds nothing and passes no gradient, as the reference's zeroed
+terms). Where the reference's divergence would be infinite (one map exactly 0 where the other is positive,
+which float32 softmax attention averaged over heads does not produce) the clamped log keeps it finite.
 """
 from __future__ import annotations
 
@@ -21,18 +28,25 @@ import torch
 
 from .maps import LayerSelector, mean_map
 
-EPS = 1e-12
+EPS = torch.finfo(torch.float32).eps  # 1.19e-7: the probability floor of the reference's Categorical
+SUM_FLOOR = 1e-30  # only guards a map that is 0 everywhere (the reference would divide by 0)
 
 
 def spatial_distributions(attn: torch.Tensor, positions: list[int]) -> torch.Tensor:
-    """(B, h, w, T) -> (B, K, h*w): each selected token's map normalised over pixels."""
+    """(B, h, w, T) -> (B, K, h*w): each selected token's map normalised over pixels, in float32."""
     sel = attn[..., positions].flatten(1, 2).transpose(1, 2).float()  # (B, K, hw)
-    return sel / sel.sum(-1, keepdim=True).clamp_min(EPS)
+    return sel / sel.sum(-1, keepdim=True).clamp_min(SUM_FLOOR)
+
+
+def log_probs(p: torch.Tensor) -> torch.Tensor:
+    """log P with P clamped to [eps, 1 - eps] (torch.clamp: zero gradient at a clamped entry), as
+    torch.distributions' probs_to_logits."""
+    return p.clamp(EPS, 1.0 - EPS).log()
 
 
 def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """1/2 [KL(p||q) + KL(q||p)] over the last axis; p, q (..., hw) distributions -> (...)."""
-    lp, lq = p.clamp_min(EPS).log(), q.clamp_min(EPS).log()
+    lp, lq = log_probs(p), log_probs(q)
     return 0.5 * ((p * (lp - lq)).sum(-1) + (q * (lq - lp)).sum(-1))
 
 
@@ -54,7 +68,7 @@ def syngen_loss(attn: torch.Tensor, subtrees: list[Subtree], prompt_positions: l
     col = {p: i for i, p in enumerate(needed)}
     dist = spatial_distributions(attn, needed)  # (B, K, hw)
     # all pairwise distances among needed pieces at once: (B, K, K)
-    lp = dist.clamp_min(EPS).log()
+    lp = log_probs(dist)
     cross = torch.einsum("bkn,bjn->bkj", dist, lp)  # sum p_k log p_j
     self_term = (dist * lp).sum(-1)  # sum p_k log p_k
     kl = self_term[:, :, None] - cross  # KL(p_k || p_j)
@@ -109,6 +123,8 @@ class SynGenTerm:
     (constant); guided while i < round(until * N); factor as in Attend-and-Excite (shared captured maps).
     """
     name = "syngen"
+    label = "Bind Attributes"
+    factor_input = "attention_factor"
     channel = "latent"
     max_refinement_steps = 0
 

@@ -22,7 +22,10 @@ def _object_positions(toks: PromptTokens, phrase: str, where: str) -> list[int]:
 def relations_from_text(toks: PromptTokens, text: str):
     rels = []
     for line in [ln for ln in (text or "").replace(";", "\n").splitlines() if ln.strip()]:
-        a, rel, b = parse_relation_line(line)
+        try:
+            a, rel, b = parse_relation_line(line)
+        except ValueError as e:
+            raise ValueError(f"Spatial Alignment Loss: {e}") from None
         pa, pb = _object_positions(toks, a, "first"), _object_positions(toks, b, "second")
         if set(pa) & set(pb):
             raise ValueError(f"Spatial Alignment Loss: relation '{line.strip()}' has the same object on both sides")
@@ -32,9 +35,21 @@ def relations_from_text(toks: PromptTokens, text: str):
 
 def relations_from_bindings(bindings) -> list:
     """(positions A, relation, positions B) from a Parse Prompt Bindings value (dict with 'relations')."""
+    rels = bindings.get("relations", []) if isinstance(bindings, dict) else []
+    if not isinstance(rels, list):
+        raise ValueError("Spatial Alignment Loss: the bindings' 'relations' must be a list of relations; re-run "
+                         "Parse Prompt Bindings or fix its edited_json")
     out = []
-    for r in bindings.get("relations", []) if isinstance(bindings, dict) else []:
-        out.append((r["subject_positions"], r["relation"], r["object_positions"]))
+    for r in rels:
+        try:
+            sp, rel, op = r["subject_positions"], r["relation"], r["object_positions"]
+        except (KeyError, TypeError):
+            raise ValueError(f"Spatial Alignment Loss: the bindings' relation {str(r)[:80]!r} lacks its objects "
+                             "(subject_positions, relation, object_positions); re-run Parse Prompt Bindings") from None
+        if not sp or not op:
+            raise ValueError(f"Spatial Alignment Loss: the bindings' relation '{rel}' is missing an object; "
+                             "the prompt must name the objects on both sides, e.g. 'a car to the left of a dog'")
+        out.append((sp, rel, op))
     return out
 
 

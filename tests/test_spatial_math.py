@@ -86,3 +86,14 @@ def test_relation_names_and_lines():
     assert parse_relation_line("lamp | above | table") == ("lamp", "above", "table")
     with pytest.raises(ValueError, match="no known relation"):
         parse_relation_line("car behind dog")
+
+
+@pytest.mark.parametrize("line,which", [("left of", "both objects are missing"),
+                                        ("| left of |", "both objects are missing"),
+                                        ("car left of", "the second object (after 'left of') is missing"),
+                                        ("to the left of dog", "the first object (before 'to the left of') is missing"),
+                                        ("car | above |", "the second object (after 'above') is missing")])
+def test_a_relation_without_objects_says_they_are_missing(line, which):
+    with pytest.raises(ValueError) as err:
+        parse_relation_line(line)
+    assert which in str(err.value) and "e.g. 'car " in str(err.value), str(err.value)
