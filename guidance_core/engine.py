@@ -45,8 +45,11 @@ class StepInfo:
 
 
 class GuidanceTerm:
-    """A loss on captured maps. Subclasses set ``name``, ``channel`` and ``selectors`` and implement ``loss``."""
+    """A loss on captured maps. Subclasses set ``name`` (the report key), ``label`` (the node the user sees, for
+    messages), ``channel`` and ``selectors`` and implement ``loss``. Terms are told apart by identity: two terms of
+    one kind on a model are two terms."""
     name = "term"
+    label = "guidance"
     channel = "latent"  # or "noise"
     selectors: Sequence[LayerSelector] = ()
     max_refinement_steps = 0

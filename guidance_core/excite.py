@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .engine import GuidanceTerm
+
 
 def gaussian_kernel(size: int = 3, sigma: float = 0.5, device=None, dtype=torch.float32) -> torch.Tensor:
     """The reference's 2-D smoothing kernel (size, size): per axis exp(-((d - mu) / (2 sigma))^2), normalised.
@@ -120,7 +122,7 @@ def reference_keep(n_tokens: int, chunk: int = 77) -> torch.Tensor:
     return keep
 
 
-class ExciteTerm:
+class ExciteTerm(GuidanceTerm):
     """Attend-and-Excite as a guidance-engine term (latent channel, with iterative refinement).
 
     token_groups: each subject's context positions (sot = 0). keep_positions: the columns that take part in the
@@ -128,6 +130,7 @@ class ExciteTerm:
     at 512 px, the paper's resolution).
     """
     name = "attend_and_excite"
+    label = "Excite Tokens"
     channel = "latent"
 
     def __init__(self, token_groups: list[list[int]], schedule: ExciteSchedule | None = None,

@@ -122,8 +122,6 @@ class MapStore:
         return f"{-(-h // factor)}x{-(-w // factor)}"
 
 
-# Node names of the terms that do not declare a ``label`` (their messages name the node the user sees).
-_LABELS = {"attend_and_excite": "Excite Tokens", "syngen": "Bind Attributes", "infsplign": "Spatial Alignment Loss"}
 
 
 def missing_factor_message(label: str, factor_input: str, selector: LayerSelector, store: MapStore) -> str:
@@ -162,7 +160,7 @@ def require_maps(term, maps: list[list[CapturedMap]], store: MapStore) -> None:
         own = getattr(term, "missing_maps_message", None)
         if own is not None:
             raise ValueError(own(sel, store))
-        label = getattr(term, "label", None) or _LABELS.get(getattr(term, "name", ""), getattr(term, "name", "guidance"))
+        label = getattr(term, "label", None) or getattr(term, "name", "guidance")
         raise ValueError(missing_factor_message(label, getattr(term, "factor_input", "attention_factor"), sel, store))
 
 

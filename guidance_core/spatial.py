@@ -21,26 +21,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-RELATIONS = ("left_of", "right_of", "above", "below", "next_to")
+from .relations import ALIASES, RELATIONS, canonical_relation  # noqa: F401  (re-exported)
 
-RELATION_ALIASES = {
-    "to the left of": "left_of", "on the left of": "left_of", "left of": "left_of", "left_of": "left_of",
-    "to the right of": "right_of", "on the right of": "right_of", "right of": "right_of", "right_of": "right_of",
-    "above": "above", "on top of": "above", "on the top of": "above", "over": "above",
-    "below": "below", "under": "below", "beneath": "below", "underneath": "below", "on the bottom of": "below",
-    "next to": "next_to", "near": "next_to", "beside": "next_to", "on side of": "next_to", "next_to": "next_to",
-}
+# The one relation vocabulary (relations.py): RELATION_ALIASES are its phrases plus the relation names.
+RELATION_ALIASES = ALIASES
 
 EPS = 1e-8
-
-
-def canonical_relation(text: str) -> str:
-    key = " ".join(str(text).lower().replace("-", " ").split())
-    if key in RELATION_ALIASES:
-        return RELATION_ALIASES[key]
-    if key.replace(" ", "_") in RELATIONS:
-        return key.replace(" ", "_")
-    raise ValueError(f"unknown relation '{text}'; use one of: " + ", ".join(sorted(RELATION_ALIASES)))
 
 
 def coordinate_grids(h: int, w: int, device=None, dtype=torch.float32):

@@ -26,6 +26,7 @@ SDXL (1024 px, 32x32 = latent/4):
 """
 from __future__ import annotations
 
+from .engine import GuidanceTerm
 from .maps import LayerSelector
 
 SD_TOP = LayerSelector(kinds=("output",), factors=(4,))
@@ -34,7 +35,7 @@ SDXL_TOP = LayerSelector(kinds=("output",), factors=(4,), block_ordinals=(1,), t
 SDXL_MID = LayerSelector(kinds=("output",), factors=(4,), block_ordinals=(1,), transformer_indices=(2, 3))
 
 
-class SpatialTerm:
+class SpatialTerm(GuidanceTerm):
     """Relations are (positions of A, canonical relation, positions of B). Guided at steps with
     start <= i/N < end (every step by default)."""
     name = "infsplign"

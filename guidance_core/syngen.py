@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .engine import GuidanceTerm
 from .maps import LayerSelector, mean_map
 
 EPS = torch.finfo(torch.float32).eps  # 1.19e-7: the probability floor of the reference's Categorical
@@ -116,7 +117,7 @@ def binding_margins(attn: torch.Tensor, subtrees: list[Subtree]) -> dict:
     return {"margins": out}
 
 
-class SynGenTerm:
+class SynGenTerm(GuidanceTerm):
     """SynGen as a guidance-engine term (latent channel, no refinement).
 
     subtrees: the bindings as context positions; prompt_positions: every prompt piece position; step_size 20
