@@ -151,19 +151,32 @@ class RunState:
         self.observers = []
 
 
-def _progress():
-    try:
-        import comfy.utils
-        bars = {}
-
-        def cb(i, total):
-            bar = bars.get(total)
-            if bar is None:
-                bar = bars[total] = comfy.utils.ProgressBar(total)
-            bar.update_absolute(i, total)
-        return cb
-    except Exception:  # pragma: no cover - progress is cosmetic
+def _progress(registry: Registry):
+    """Refinement progress (A&E's extra updates at a refinement step) on the node that asked for it, so the
+    sampler's step bar stays monotone and the artist sees what the wait is. None when no node id is known."""
+    node = next((registry.owners.get(t) for t in registry.terms
+                 if getattr(t, "max_refinement_steps", 0) and registry.owners.get(t)), None)
+    if node is None:
         return None
+    import comfy.utils
+    bars = {}
+
+    def cb(i, total):
+        bar = bars.get(total)
+        if bar is None:
+            bar = bars[total] = comfy.utils.ProgressBar(total, node_id=node)
+        bar.update_absolute(i, total)
+
+    def finish():
+        if not bars:
+            return
+        try:  # mark the node done again in the page (host internals, checked on 0.3.75 and 0.33.0)
+            from comfy_execution.progress import get_progress_state
+            get_progress_state().finish_progress(node)
+        except Exception:  # pragma: no cover - progress is cosmetic
+            pass
+    cb.finish = finish
+    return cb
 
 
 def _guide(run: RunState, guider, x, timestep, model_options, i: int):
@@ -202,7 +215,12 @@ def _guide(run: RunState, guider, x, timestep, model_options, i: int):
                 pass
             return store
 
-        return run.engine.step(forward, xg, step, progress=_progress())
+        progress = _progress(run.registry)
+        try:
+            return run.engine.step(forward, xg, step, progress=progress)
+        finally:
+            if progress is not None:
+                progress.finish()
 
 
 def _fused_attention(func, *args, **kwargs):

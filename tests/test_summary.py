@@ -1,4 +1,5 @@
-"""What guidance did, in one line per node: built from the run report and sent to the page after the run."""
+"""What guidance did, in one line per node: built from the run report and sent to the page after the run; and
+refinement progress shown on the node that refines, with the sampler's step bar kept monotone."""
 import asyncio
 import json
 
@@ -26,9 +27,10 @@ def test_summary_warns_when_guidance_changed_nothing(pack):
     assert _summarize("infsplign", rep) == "loss 0.5 at step 1 -> 0.2 at step 4; 2 guided steps"
 
 
-async def _summaries(server, graph, timeout=600):
+async def _messages(server, graph, timeout=600):
+    """(faithful.summary payloads, progress payloads) of one prompt, read from the page's websocket."""
     import aiohttp
-    got = []
+    got, progress = [], []
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(f"{server.url.replace('http', 'ws')}/ws?clientId={server.client_id}") as ws:
             pid = await asyncio.to_thread(server.queue, graph)
@@ -39,20 +41,28 @@ async def _summaries(server, graph, timeout=600):
                     m = json.loads(msg.data)
                     if m.get("type") == "faithful.summary":
                         got.append(m["data"])
+                    if m.get("type") == "progress":
+                        progress.append(m["data"])
                     if m.get("type") in ("executing", "execution_success") and m["data"].get("prompt_id") == pid \
                             and m["data"].get("node") is None:
                         break
                     if m.get("type") == "execution_error":
                         raise AssertionError(m["data"].get("exception_message"))
-    return got
+    return got, progress
 
 
 def test_each_guidance_node_gets_its_summary_through_the_server(server):
     g = excite_graph(CKPT_NAME, prompt="a cat to the left of a frog", subjects="cat, frog", seed=61, steps=4,
                      prefix="summary", attention_factor=4, max_refinement_steps=2)
+    g["excite"]["inputs"]["refinement_thresholds"] = "0:0.99"  # unreachable: step 0 refines its 2 updates
     g = chain(g, "spatial", "FaithfulSpatialAlignment", {"clip": ["ckpt", 1], "prompt": "a cat to the left of a frog",
                                                         "relations": "cat left of frog"})
-    got = {d["node"]: d["text"] for d in asyncio.run(_summaries(server, g))}
+    summaries, progress = asyncio.run(_messages(server, g))
+    got = {d["node"]: d["text"] for d in summaries}
     assert set(got) == {"excite", "spatial"}, got
-    assert "of attention" in got["excite"] and "refinement updates" in got["excite"]
+    assert "of attention" in got["excite"] and "2 refinement updates" in got["excite"]
     assert got["spatial"].startswith("loss ") and "4 guided steps" in got["spatial"]
+    # Refinement is shown on Excite Tokens; the sampler's bar only moves forward, step by step.
+    assert any(p["node"] == "excite" for p in progress), progress
+    steps = [p["value"] for p in progress if p["node"] == "sampler"]
+    assert steps and steps == sorted(steps) and max(steps) == 4, steps
