@@ -17,7 +17,10 @@ import os
 
 import torch
 
-from faithful_eval.shapes import config as C
+try:  # inside the pack (faithful.tools.shapes_model, as the nodes import it)
+    from ..faithful_eval.shapes import config as C
+except ImportError:  # from a checkout (python -m tools....)
+    from faithful_eval.shapes import config as C
 
 UNET_PREFIX = "unet."
 CLIP_PREFIX = "clip."

@@ -61,8 +61,9 @@ class Scene:
     def phrases(self):
         return [o.phrase(self.with_size) for o in self.objects]
 
-    def layout(self, width: int = SIZE, height: int = SIZE) -> dict:
-        """The Layout Regions JSON: each object's box (fractions of the image) and its phrase."""
+    def layout(self, width: int = 8 * SIZE, height: int = 8 * SIZE) -> dict:
+        """The Layout Regions JSON: each object's box (fractions of the image) and its phrase. width/height are
+        the nominal pixel size Layout Regions divides by 8 to get the latent (here the 16x16 image itself)."""
         regs = []
         for o, p in zip(self.objects, self.phrases):
             x0, y0, x1, y1 = o.box
