@@ -7,7 +7,7 @@ import logging
 
 WEB_DIRECTORY = "./web"
 
-_NODE_MODULES = ["excite", "bindings", "spatial", "layout", "preview", "prompt_set"]
+_NODE_MODULES = ["excite", "bindings", "spatial", "layout", "preview", "prompt_set", "shapes"]
 
 
 def _collect_nodes():
