@@ -9,14 +9,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 
 import requests
 
-from .host import ROOT, host_dir
+from .host import ROOT, host_dir, host_python
 
 
 def free_port() -> int:
@@ -52,7 +51,7 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.comfyui = comfyui or host_dir()
-        self.python = python or sys.executable
+        self.python = python or host_python()
         self.extra_args = extra_args or []
         self.log_path = log_path or os.path.join(base_dir, f"server-{self.port}.log")
         self.proc: subprocess.Popen | None = None
