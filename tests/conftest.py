@@ -9,6 +9,8 @@ if ROOT not in sys.path:
 
 from tools import host  # noqa: E402
 
+# FAITHFUL_HOST_VERSION=0.33.0 (or bash scripts/test.sh --host 0.33.0) targets the second host: README "Testing".
+host.check_interpreter()
 host.bootstrap_host()
 # ComfyUI's own top-level "nodes" module must win over this checkout's nodes/ package (which is only ever
 # imported as faithful.nodes); importing it now pins sys.modules["nodes"] to the host's.

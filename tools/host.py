@@ -9,12 +9,70 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The test hosts scripts/setup.sh can build (README "Testing"): the main one, and the extra ones it builds from
+# source tarballs on request (scripts/setup-host.sh VER) as .host/ComfyUI-VER with their own .host/venv-VER.
+MAIN_HOST_VERSION = "0.3.75"
+EXTRA_HOST_VERSIONS = ("0.33.0",)
+
+
+def host_version() -> str:
+    """The host the tests and tools target: $FAITHFUL_HOST_VERSION (one of the versions above), default 0.3.75."""
+    v = os.environ.get("FAITHFUL_HOST_VERSION", "").strip() or MAIN_HOST_VERSION
+    if v != MAIN_HOST_VERSION and v not in EXTRA_HOST_VERSIONS:
+        raise RuntimeError(f"FAITHFUL_HOST_VERSION={v!r} is not a test host: use one of "
+                           f"{', '.join((MAIN_HOST_VERSION,) + EXTRA_HOST_VERSIONS)}")
+    return v
+
+
+def _host_root() -> str:
+    return os.environ.get("FAITHFUL_HOST", os.path.join(ROOT, ".host"))
+
+
 def host_dir() -> str:
-    """The ComfyUI tree: $FAITHFUL_COMFYUI, else the one scripts/setup.sh extracted."""
-    d = os.environ.get("FAITHFUL_COMFYUI") or os.path.join(os.environ.get("FAITHFUL_HOST", os.path.join(ROOT, ".host")), "ComfyUI")
+    """The ComfyUI tree: $FAITHFUL_COMFYUI, else the one scripts/setup.sh made for host_version()."""
+    v = host_version()
+    d = os.environ.get("FAITHFUL_COMFYUI") or os.path.join(
+        _host_root(), "ComfyUI" if v == MAIN_HOST_VERSION else f"ComfyUI-{v}")
     if not os.path.isfile(os.path.join(d, "main.py")):
-        raise RuntimeError(f"No ComfyUI at {d}: run scripts/setup.sh, or set FAITHFUL_COMFYUI to your ComfyUI folder")
+        hint = "" if v == MAIN_HOST_VERSION else f" --host {v}"
+        raise RuntimeError(f"No ComfyUI at {d}: run bash scripts/setup.sh{hint}, or set FAITHFUL_COMFYUI to your "
+                           "ComfyUI folder")
     return d
+
+
+def host_python() -> str:
+    """The Python that runs the selected host: $FAITHFUL_PYTHON, else an extra host's own venv, else this one."""
+    if os.environ.get("FAITHFUL_PYTHON"):
+        return os.environ["FAITHFUL_PYTHON"]
+    v = host_version()
+    if v != MAIN_HOST_VERSION and not os.environ.get("FAITHFUL_COMFYUI"):
+        py = os.path.join(_host_root(), f"venv-{v}", "bin", "python")
+        if os.path.exists(py):
+            return py
+    return sys.executable
+
+
+def check_interpreter() -> None:
+    """Refuse to run an extra host in-process under another host's venv (its imports would fail obscurely)."""
+    v = host_version()
+    if v == MAIN_HOST_VERSION or os.environ.get("FAITHFUL_PYTHON") or os.environ.get("FAITHFUL_COMFYUI"):
+        return
+    venv = os.path.join(_host_root(), f"venv-{v}")
+    if os.path.isdir(venv) and os.path.realpath(sys.prefix) != os.path.realpath(venv):
+        raise RuntimeError(f"FAITHFUL_HOST_VERSION={v} runs in its own venv: use bash scripts/test.sh --host {v}, "
+                           f"or {venv}/bin/python -m pytest (this is {sys.executable})")
+
+
+def tree_version(d: str) -> str | None:
+    """The version a ComfyUI tree declares in its comfyui_version.py (None when it has none)."""
+    try:
+        with open(os.path.join(d, "comfyui_version.py")) as f:
+            for line in f:
+                if line.startswith("__version__"):
+                    return line.split("=", 1)[1].strip().strip("'\"")
+    except OSError:
+        pass
+    return None
 
 
 def bootstrap_host():

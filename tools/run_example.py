@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -20,7 +21,20 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tools import graphs  # noqa: E402
+from tools.host import TINY_CKPT_NAME, host_python  # noqa: E402
 from tools.server import Server, execution_error, make_base_dir  # noqa: E402
+
+
+def write_tiny_checkpoint(path: str, python: str) -> str:
+    """The generated random SD1.x checkpoint at ``path`` (kept if already there), built with ComfyUI's classes
+    under ``python``, the interpreter that runs the host: another one may lack the host's dependencies."""
+    if os.path.exists(path):
+        return path
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        from tools.checkpoint import write_checkpoint
+        return write_checkpoint(path)
+    subprocess.run([python, "-m", "tools.checkpoint", path], cwd=ROOT, check=True)
+    return path
 
 
 def main(argv=None):
@@ -38,17 +52,20 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     os.makedirs(a.out, exist_ok=True)
+    # Select the host first: generating the checkpoint already imports ComfyUI's classes from it (on a fresh
+    # clone with --comfyui there is no .host/ComfyUI to fall back on).
+    if a.comfyui:
+        os.environ["FAITHFUL_COMFYUI"] = os.path.abspath(a.comfyui)
+    python = a.python or host_python()
     if a.ckpt:
         ckpt_path, steps, size, factor = os.path.abspath(a.ckpt), a.steps or 30, a.size or 512, 4
     else:
-        from tools.checkpoint import write_checkpoint
-        ckpt_path = write_checkpoint(os.path.join(ROOT, ".host", "cache", "faithful_tiny_sd1.safetensors"))
+        cache = os.environ.get("FAITHFUL_CACHE", os.path.join(ROOT, ".host", "cache"))
+        ckpt_path = write_tiny_checkpoint(os.path.join(cache, TINY_CKPT_NAME), python)
         steps, size, factor = a.steps or 8, a.size or 128, 2
     name = os.path.basename(ckpt_path)
     base = make_base_dir(os.path.join(ROOT, ".host", "run-base"), {name: ckpt_path})
-    if a.comfyui:
-        os.environ["FAITHFUL_COMFYUI"] = os.path.abspath(a.comfyui)
-    srv = Server(base, python=a.python or sys.executable)
+    srv = Server(base, python=python)
     t0 = time.time()
     with srv:
         info = srv.object_info()

@@ -10,14 +10,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 
 from faithful_eval.client import ComfyClient, ComfyError, PromptRejected, ServerDown, cached_nodes, execution_error
 
-from .host import ROOT, host_dir
+from .host import ROOT, host_dir, host_python
 
 __all__ = ["Server", "make_base_dir", "free_port", "ComfyError", "PromptRejected", "execution_error", "cached_nodes"]
 
@@ -55,7 +54,7 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.comfyui = comfyui or host_dir()
-        self.python = python or sys.executable
+        self.python = python or host_python()
         self.extra_args = extra_args or []
         self.log_path = log_path or os.path.join(base_dir, f"server-{self.port}.log")
         self.proc: subprocess.Popen | None = None

@@ -108,12 +108,30 @@ FLUX_CONFIG = dict(image_model="flux", guidance_embed=True, in_channels=16, out_
                    axes_dim=[8, 12, 12], theta=10000, patch_size=2, qkv_bias=True)
 
 
+def flux_config() -> dict:
+    """FLUX_CONFIG completed for this host's ``FluxParams`` dataclass, read by feature: newer hosts (0.33) made
+    ``txt_ids_dims`` (which text-id axes carry positions) a required field; Flux.1's own detection sets it to
+    [] (comfy/model_detection.py), so the tiny Flux.1 does too. A required field this helper does not know is a
+    clear error naming it."""
+    import dataclasses
+    from comfy.ldm.flux.model import FluxParams
+    cfg = copy.deepcopy(FLUX_CONFIG)
+    fields = {f.name: f for f in dataclasses.fields(FluxParams)}
+    if "txt_ids_dims" in fields:
+        cfg.setdefault("txt_ids_dims", [])
+    missing = [n for n, f in fields.items() if n not in cfg and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"tools.tiny.FLUX_CONFIG lacks this host's required FluxParams fields {missing}: add them")
+    return cfg
+
+
 def build_flux(seed: int = 0):
     """A tiny random Flux (DiT, flow matching) through ComfyUI's classes: a family Faithful cannot guide."""
     import comfy.model_patcher
     import comfy.supported_models as sm
     import comfy.model_management as mm
-    conf = sm.Flux(copy.deepcopy(FLUX_CONFIG))
+    conf = sm.Flux(flux_config())
     conf.set_inference_dtype(torch.float32, None)
     model = conf.get_model({})
     init_weights(model.diffusion_model, seed)

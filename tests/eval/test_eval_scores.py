@@ -16,15 +16,27 @@ from faithful_eval import prompts as P
 from faithful_eval import runner as R
 from faithful_eval import scores as S
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOKENIZER = os.path.join(ROOT, ".host", "ComfyUI", "comfy", "sd1_tokenizer")  # the CLIP BPE files the host ships
+
+
+def host_tokenizer_dir() -> str:
+    """The CLIP BPE files the host under test ships (comfy/sd1_tokenizer beside comfy/sd1_clip.py), found through
+    the host tests/conftest.py put on sys.path, whichever host and folder that is."""
+    import comfy.sd1_clip
+    return os.path.join(os.path.dirname(os.path.abspath(comfy.sd1_clip.__file__)), "sd1_tokenizer")
 
 
 def _tokenizer(max_len):
     from transformers import CLIPTokenizer
-    if not os.path.isdir(TOKENIZER):
-        pytest.skip("no host tokenizer files")
-    return CLIPTokenizer.from_pretrained(TOKENIZER, local_files_only=True, model_max_length=max_len)
+    d = host_tokenizer_dir()
+    assert os.path.isfile(os.path.join(d, "vocab.json")), f"the host ships no CLIP tokenizer at {d}"
+    return CLIPTokenizer.from_pretrained(d, local_files_only=True, model_max_length=max_len)
+
+
+def test_tokenizer_comes_from_the_host_under_test():
+    from tools.host import host_dir
+    d = host_tokenizer_dir()
+    assert os.path.realpath(d).startswith(os.path.realpath(host_dir()) + os.sep)
+    assert _tokenizer(77)("a cat and a frog")["input_ids"][0] == 49406  # <|startoftext|>
 
 
 @pytest.fixture(scope="module")
