@@ -28,6 +28,7 @@ hostroot="${FAITHFUL_HOST:-$root/.host}"
 logs="$(mktemp -d)"
 summary=()
 status=0
+once_done=0  # after the first host, tests marked "once" (host-independent) are deselected
 for h in "${hosts[@]}"; do
   if [ "$h" = "0.3.75" ]; then
     tree="$hostroot/ComfyUI"; py="${FAITHFUL_VENV:-$root/.venv}/bin/python"
@@ -37,12 +38,13 @@ for h in "${hosts[@]}"; do
   echo "[test] ComfyUI $h: $py -m pytest ${args[*]+"${args[*]}"} $target" >&2
   t0=$(date +%s)
   rc=0
-  FAITHFUL_HOST_VERSION="$h" FAITHFUL_COMFYUI="$tree" \
+  FAITHFUL_HOST_VERSION="$h" FAITHFUL_COMFYUI="$tree" FAITHFUL_ONCE_DONE="$once_done" \
     "$py" -m pytest -q -p no:cacheprovider ${args[@]+"${args[@]}"} $target 2>&1 | tee "$logs/$h.log" || rc=$?
   t=$(( $(date +%s) - t0 ))
   counts="$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|skipped|deselected)|no tests ran' "$logs/$h.log" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//')"
   summary+=("ComfyUI $h: ${counts:-no summary line} (exit $rc, ${t}s)")
   [ "$rc" = 0 ] || status=1
+  once_done=1
 done
 rm -rf "$logs"
 for line in "${summary[@]}"; do echo "[test] $line"; done

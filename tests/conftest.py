@@ -54,3 +54,18 @@ def server(tiny_checkpoint, tmp_path_factory):
         yield srv
     finally:
         srv.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "once: host-independent; scripts/test.sh runs it on the first test host only")
+
+
+def pytest_collection_modifyitems(config, items):
+    """On the second and later test hosts (scripts/test.sh sets FAITHFUL_ONCE_DONE=1) the host-independent tests
+    (pure math, the parser, the prompt sets, the fresh-clone example run) are deselected: they ran on the first."""
+    if os.environ.get("FAITHFUL_ONCE_DONE") != "1":
+        return
+    dropped = [i for i in items if i.get_closest_marker("once")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not i.get_closest_marker("once")]

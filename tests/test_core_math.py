@@ -10,6 +10,10 @@ from guidance_core.excite import (ExciteSchedule, excite_loss, gaussian_kernel, 
                                   reference_keep, smooth, text_softmax)
 from guidance_core.maps import CapturedMap, LayerSelector, MapStore, mean_map
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 
 def test_gaussian_kernel_weights():
     k = gaussian_kernel(3, 0.5)

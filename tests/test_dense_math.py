@@ -6,6 +6,10 @@ from guidance_core.dense import (SelfRegionRows, area_factor, cross_region_matri
                                  masks_from_layout, modulate_scores, nominal_size, parse_layout, self_region_matrix,
                                  time_decay, validate_regions, with_background)
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 
 def test_modulation_by_hand():
     S = torch.tensor([[1.0, 3.0, 2.0],

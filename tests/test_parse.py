@@ -5,6 +5,10 @@ import pytest
 
 from guidance_core.parse import Bindings, load_parser, parse_prompt, token_positions
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 CASES = {
     "a pink sunflower and a yellow flamingo": "sunflower <- pink | flamingo <- yellow",
     "a checkered bowl on a red and blue table": "bowl <- checkered | table <- red, blue",

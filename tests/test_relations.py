@@ -5,6 +5,10 @@ import pytest
 
 from guidance_core import relations as REL
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 
 def test_every_phrase_and_spelling_names_one_relation():
     assert set(REL.PHRASES.values()) == set(REL.RELATIONS)

@@ -1,10 +1,15 @@
 """The main job's runner on a fresh clone pointed at an existing ComfyUI (README: run_example.sh --comfyui DIR)."""
+import pytest
 import os
 import shutil
 import subprocess
 import sys
 
 from tools.host import ROOT, host_dir
+
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
 
 
 def _fresh_clone(dst):

@@ -5,6 +5,10 @@ import pytest
 from faithful_eval.shapes import evaluate as E
 from faithful_eval.shapes import world
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 
 def test_world_is_seeded_and_reproducible():
     a = [world.sample_scene(np.random.default_rng([5, i])) for i in range(20)]

@@ -9,6 +9,10 @@ from guidance_core.spatial import (canonical_relation, centroid, infsplign_layer
                                    relation_delta, resize_maps, spatial_variance)
 from guidance_core.spatial_term import parse_relation_line
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 
 def _onehot(h, w, i, j):
     m = torch.zeros(1, h, w)

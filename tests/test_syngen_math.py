@@ -6,6 +6,10 @@ import torch
 
 from guidance_core.syngen import Subtree, symmetric_kl, syngen_loss
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 
 def _maps(cols):
     """cols: list of 2-pixel maps per token -> attn (1, 1, 2, T)."""

@@ -13,6 +13,10 @@ import pytest
 
 from faithful_eval import prompts as P
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # ---- DVMP ----------------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ from faithful_eval import client as C
 from faithful_eval import runner as R
 from faithful_eval import scores as S
 
+# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
+pytestmark = pytest.mark.once
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = sorted(glob.glob(os.path.join(ROOT, "faithful_eval", "*.py")))
 
