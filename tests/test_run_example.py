@@ -30,7 +30,7 @@ def test_run_example_with_comfyui_on_a_fresh_clone(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAITHFUL_")}
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "tools.run_example", "--comfyui", host_dir(), "--out", str(out),
-                        "--steps", "1"], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+                        "--steps", "1", "--random-ckpt"], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "Faithful nodes:" in r.stdout
     assert os.path.getsize(os.path.join(clone, ".host", "cache", "faithful_tiny_sd1.safetensors")) > 10**8
