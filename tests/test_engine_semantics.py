@@ -129,7 +129,7 @@ def test_prompt_mismatch_is_a_clear_error(sd1):
     model, pos, neg = sd1
     long_prompt = "with many many words " * 20 + "and a frog"  # two chunks (154 tokens), frog in the second
     m = _excite(model, prompt=long_prompt, subjects="frog")
-    with pytest.raises(ValueError, match="not the prompt of the positive conditioning"):
+    with pytest.raises(ValueError, match="not the prompt of the sampler's positive conditioning"):
         _sample(m, pos, neg, seed=1)
 
 

@@ -32,4 +32,4 @@ CLIP_CONFIG = {
 }
 
 WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "shapes_v1.safetensors")
-WEIGHTS_SHA256 = "70f1482b7ba52d188024e563cae504ef953889ecf3b50ae18cfeb46804868bb3"  # checked on every load (tools/shapes_model.load_state)
+WEIGHTS_SHA256 = "5539fc3d8d521e999aba2ebca59b94861229fe3cdcde75ae1e146d8ec405619a"  # checked on every load (tools/shapes_model.load_state)
