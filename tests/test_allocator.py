@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
+# Host-independent: run on the first test host only.
+pytestmark = pytest.mark.once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = r"""
 import importlib.util, json, os, sys, psutil, torch
-
-# Host-independent (or, for the fresh-clone example run, checked once): run on the first test host only.
-pytestmark = pytest.mark.once
 
 spec = importlib.util.spec_from_file_location("allocator", os.path.join(sys.argv[1], "nodes", "allocator.py"))
 allocator = importlib.util.module_from_spec(spec); spec.loader.exec_module(allocator)

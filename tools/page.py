@@ -85,9 +85,18 @@ def set_nodes_2(page, enabled: bool, timeout_ms: int = 60000) -> None:
         page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=timeout_ms)
         page.add_style_tag(content=".p-toast, [class*=banner], [class*=minimap] { display: none !important; }")
     wait_until(page, "(v) => !!window.LiteGraph.vueNodesMode === v", enabled, timeout_ms)
+    wait_unblocked(page, timeout_ms)
+
+
+def wait_unblocked(page, timeout_ms: int = 60000) -> None:
+    """Wait until no document-wide blocking mask covers the page: frontend 1.49 shows a PrimeVue BlockUI mask
+    while it starts (e.g. Nodes 2.0 after a reload), and a pointer press on it never reaches the graph."""
+    wait_until(page, "() => !document.querySelector('.p-blockui-mask-document, .p-overlay-mask.p-component-overlay')",
+               None, timeout_ms)
 
 
 def load_workflow_and_wait(page, workflow: dict, timeout_ms: int = 20000) -> None:
     """Load a workflow and wait until the graph holds its nodes (instead of a fixed settle time)."""
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     wait_until(page, "(n) => window.app.graph._nodes.length === n", len(workflow.get("nodes", [])), timeout_ms)
+    wait_unblocked(page, timeout_ms)
