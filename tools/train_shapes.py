@@ -46,6 +46,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--decay-from", type=int, default=None,
+                    help="from this step on the learning rate follows a cosine from --lr down to --lr-end at --steps "
+                         "(default: constant after warm-up)")
+    ap.add_argument("--lr-end", type=float, default=0.05, help="final learning rate, as a fraction of --lr")
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -124,6 +128,9 @@ def main(argv=None):
         ab = acp[t].view(-1, 1, 1, 1)
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         lr = a.lr * min(1.0, (step + 1) / a.warmup)  # constant after warm-up: any checkpoint's EMA is usable
+        if a.decay_from is not None and step >= a.decay_from and total > a.decay_from:
+            frac = (step - a.decay_from) / (total - a.decay_from)  # cosine: a resumed run follows the same curve
+            lr = a.lr * (a.lr_end + (1 - a.lr_end) * 0.5 * (1 + math.cos(math.pi * frac)))
         for grp in opt.param_groups:
             grp["lr"] = lr
         ctx = SM.text_forward(text, [ids(c) for c in caps])
