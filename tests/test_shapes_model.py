@@ -64,26 +64,32 @@ def test_training_text_forward_is_the_comfy_text_encoder(shapes):
     torch.testing.assert_close(mine, cond.float(), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="the committed v1 weights (5000 CPU steps) get 49% of single-object prompts "
-                   "right (colour and shape; background speckle), short of the 90% target: see docs/shapes.md")
 def test_single_object_prompts_come_out_right(shapes):
-    """Colour and shape right >= 90% over all 18 colour x shape prompts, 2 seeds x batch 2 (72 pictures)."""
+    """Colour and shape right >= 90% over all 18 colour x shape prompts, 2 seeds x batch 2 (72 pictures); v2
+    gets them all right (144 of 144 over 4 seeds, docs/shapes.md)."""
     from tools import shapes_run as R
     model, clip = shapes
     rows = R.run(model, clip, R.single_prompts(), "plain", seeds=(0, 1), batch=2)
     acc = R.single_correct(rows)
     print("single-object accuracy", acc, "guard_bad", R.rate(rows, "guard_bad"))
     assert len(rows) == 72 and acc >= 0.9
+    assert R.rate(rows, "guard_bad")[0] <= 0.1
 
 
-def test_two_object_prompts_still_show_the_failures_the_methods_target(shapes):
+def test_plain_sampling_still_shows_the_failures_the_methods_target(shapes):
+    """Without guidance the model still drops or mixes up objects among three (what Excite Tokens and Bind
+    Attributes target), puts objects on the named side only about half the time (Spatial Alignment Loss), and
+    ignores any layout (Layout Regions): each at a rate a method can move."""
     from tools import shapes_run as R
     model, clip = shapes
-    rows = R.run(model, clip, R.prompt_set("relation", 8), "plain", seeds=(0,), batch=4)
-    binding, _ = R.rate(rows, "binding")
-    relation, _ = R.rate(rows, "relation")
-    print("plain relation prompts: binding", binding, "relation", relation)
-    assert binding < 0.95 and relation < 0.95
+    three = R.run(model, clip, R.prompt_set("three", 8, seed=7), "plain", seeds=(0,), batch=4)
+    rel = R.run(model, clip, R.prompt_set("relation", 8, seed=7), "plain", seeds=(0,), batch=4)
+    presence, binding = R.rate(three, "presence")[0], R.rate(three, "binding")[0]
+    relation, iou = R.rate(rel, "relation")[0], R.rate(rel, "layout_iou")[0]
+    print(f"plain: three-object presence {presence:.3f} binding {binding:.3f}; relation {relation:.3f}, "
+          f"layout IoU {iou:.3f}")
+    assert presence < 1 and binding < 1
+    assert 0.2 < relation < 0.8 and iou < 0.3
 
 
 def test_nodes_load_and_decode(shapes, pack):

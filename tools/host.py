@@ -75,13 +75,14 @@ def tree_version(d: str) -> str | None:
     return None
 
 
-def bootstrap_host():
-    """Put the host on sys.path and force CPU before comfy.model_management is imported."""
+def bootstrap_host(cpu: bool = True):
+    """Put the host on sys.path and (unless ``cpu`` is False: GPU training) force CPU before
+    comfy.model_management is imported."""
     d = host_dir()
     if d not in sys.path:
         sys.path.insert(0, d)
     import comfy.cli_args
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = cpu
     import comfy.model_management  # noqa: F401  (now safe)
     return d
 

@@ -1,5 +1,6 @@
-"""Write example_workflows/faithful_shapes_demo.json: the shapes model, plain vs Excite Tokens + Bind
-Attributes on the same seed, side by side (UI format, from the running server's node definitions).
+"""Write example_workflows/faithful_shapes_demo.json: the shapes model, plain vs Spatial Alignment Loss on the
+same seed, side by side (UI format, from the running server's node definitions). The plain model draws both
+shapes but on the named side only about half the time; the guidance (weight 300, the shapes sweep's) fixes it.
 
 Usage: python -m tools.make_shapes_example   (starts a headless server for the node definitions)
 """
@@ -11,7 +12,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "example_workflows", "faithful_shapes_demo.json")
-PROMPT = "a red circle and a blue square"
+PROMPT = "a red circle to the left of a blue square"
 
 
 def spec(prompt: str = PROMPT, seed: int = 3):
@@ -24,8 +25,8 @@ def spec(prompt: str = PROMPT, seed: int = 3):
         {"id": 4, "type": "CLIPTextEncode", "pos": [420, 260], "title": "Negative (empty)", "widgets": {"text": ""},
          "inputs": {"clip": (1, 1)}},
         {"id": 5, "type": "EmptyLatentImage", "pos": [420, 480], "widgets": {"width": 128, "height": 128, "batch_size": 4}},
-        {"id": 10, "type": "FaithfulExciteTokens", "pos": [820, 20], "size": [340, 420],
-         "widgets": {"prompt": prompt, "subjects": "circle, square", "attention_factor": 2},
+        {"id": 10, "type": "FaithfulSpatialAlignment", "pos": [820, 20], "size": [340, 420],
+         "widgets": {"prompt": prompt, "relations": "circle left of square", "guidance_scale": 300.0},
          "inputs": {"model": (1, 0), "clip": (1, 1), "prompt": (2, 0)}},
         {"id": 6, "type": "KSampler", "pos": [1180, 60], "size": [320, 270], "title": "KSampler (guided)", "widgets": ks,
          "inputs": {"model": (10, 0), "positive": (3, 0), "negative": (4, 0), "latent_image": (5, 0)}},

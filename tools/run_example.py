@@ -5,7 +5,8 @@ of coloured shapes, whose pictures can be checked) on the pack's own ComfyUI hos
 of four seeds; ``--random-ckpt`` uses a generated random SD1.x checkpoint instead (its images are noise). With ``--ckpt`` it uses your checkpoint, and with
 ``--comfyui`` your ComfyUI folder (start it with the Python of that install via ``--python``).
 
-Writes into --out: ``plain.png`` (the stock KSampler), ``guided.png`` (the same seed with Excite Tokens),
+Writes into --out: ``plain.png`` (the stock KSampler), ``guided.png`` (the same seed guided: Spatial Alignment
+Loss on the shapes model, Excite Tokens on a checkpoint),
 and ``attention.png`` (Attention Map Preview: each subject's cross-attention over the image, guided above
 unguided), all from one prompt with two branches (tools.graphs.comparison_graph).
 """
@@ -62,7 +63,10 @@ def main(argv=None):
     ap.add_argument("--python", help="the Python that runs your ComfyUI (default: this one)")
     ap.add_argument("--out", default=os.path.join(ROOT, "faithful_output"), help="where the pictures go")
     ap.add_argument("--random-ckpt", action="store_true", help="a generated random SD1.x checkpoint instead of the shapes model")
-    ap.add_argument("--prompt", default=None, help="default: 'a red circle and a blue square' (shapes), else 'a cat and a frog'")
+    ap.add_argument("--prompt", default=None,
+                    help="default: 'a red circle to the left of a blue square' (shapes), else 'a cat and a frog'")
+    ap.add_argument("--relations", default="circle left of square",
+                    help="shapes model: the relations Spatial Alignment Loss enforces")
     ap.add_argument("--subjects", default=None, help="words Excite Tokens must make appear (default: the prompt's nouns)")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 8 generated, 30 with --ckpt)")
     ap.add_argument("--size", type=int, default=None, help="image size in px (default 128 generated, 512 with --ckpt)")
@@ -78,7 +82,7 @@ def main(argv=None):
     python = a.python or host_python()
     shapes = not a.ckpt and not a.random_ckpt
     if shapes:
-        prompt, subjects = a.prompt or "a red circle and a blue square", a.subjects or "circle, square"
+        prompt, subjects = a.prompt or "a red circle to the left of a blue square", a.subjects or "circle, square"
         name, steps = None, a.steps or 20
     elif a.ckpt:
         ckpt_path, steps, size, factor = os.path.abspath(a.ckpt), a.steps or 30, a.size or 512, 4
@@ -97,7 +101,8 @@ def main(argv=None):
         print(f"ComfyUI up in {time.time() - t0:.1f}s at {srv.url}; Faithful nodes: "
               + ", ".join(sorted(k for k in info if k.startswith("Faithful"))))
         if shapes:
-            graph = graphs.shapes_comparison_graph(prompt, subjects, seed=a.seed, steps=steps, cfg=a.cfg or 4.0)
+            graph = graphs.shapes_comparison_graph(prompt, subjects, relations=a.relations, seed=a.seed, steps=steps,
+                                                   cfg=a.cfg or 4.0)
         else:
             common = dict(seed=a.seed, steps=steps, cfg=a.cfg or 7.5, width=size, height=size)
             graph = graphs.comparison_graph(name, prompt, subjects, factor, **common)

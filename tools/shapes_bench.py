@@ -4,12 +4,13 @@
 
 Samples prompts x seeds x batch pictures per setting (default 32 x 2 x 4 = 256) in-process through ComfyUI's
 stock sampler (euler, normal, 20 steps, cfg 4) with the pack's nodes called as the server calls them: plain,
-Excite Tokens, Bind Attributes, Layout Regions on "A and B" prompts; plain, Spatial Alignment Loss and all four
-chained on "A REL B" prompts. For each setting it reports every metric of faithful_eval/shapes/evaluate.py with a
+Excite Tokens and Bind Attributes on three-object prompts; plain and Layout Regions on "A and B" prompts (each
+object's box from the ground-truth scene); plain, Spatial Alignment Loss and all four chained on "A REL B"
+prompts. Strengths: tools/shapes_run.DEFAULT_STRENGTH (tuned on this model by the sweep). For each setting it reports every metric of faithful_eval/shapes/evaluate.py with a
 95% Wilson interval: presence (A&E's target), binding (SynGen's), relation (InfSplign's, VISOR), layout_inside and
 layout_iou (DenseDiffusion's), and the guard (pictures with stray objects, specks or off-palette pixels).
 --sweep adds each method's main strength on a small grid (A&E scale, SynGen step size, InfSplign weight,
-DenseDiffusion w_cross with w_self = 0.3 w_cross). Writes results.json and results.md under --out.
+DenseDiffusion w_cross with w_self = 0.3 w_cross), the papers' values among them. Writes results.json and results.md under --out.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 METRICS = ("presence", "binding", "relation", "layout_inside", "layout_iou", "guard_bad")
-SWEEP = {"excite": [5.0, 20.0, 60.0], "bind": [5.0, 20.0, 60.0], "spatial": [300.0, 1000.0, 3000.0],
-         "layout": [0.5, 1.0, 2.0]}
+SWEEP = {"excite": [5.0, 20.0, 60.0], "bind": [2.0, 5.0, 20.0], "spatial": [100.0, 300.0, 1000.0, 3000.0],
+         "layout": [1.0, 2.0, 4.0, 8.0]}
 
 
 def summarise(rows):
@@ -47,13 +48,14 @@ def summarise(rows):
 
 def settings(sweep: bool):
     """(name, prompt kind, method, strength) for every setting measured."""
-    s = [("plain (and)", "and", "plain", None), ("excite", "and", "excite", None), ("bind", "and", "bind", None),
-         ("layout", "and", "layout", None), ("plain (relation)", "relation", "plain", None),
-         ("spatial", "relation", "spatial", None), ("chained", "relation", "chained", None)]
+    from tools import shapes_run as R
+    s = [("plain (three)", "three", "plain", None), ("excite", "three", "excite", None),
+         ("bind", "three", "bind", None), ("plain (and)", "and", "plain", None), ("layout", "and", "layout", None),
+         ("plain (relation)", "relation", "plain", None), ("spatial", "relation", "spatial", None),
+         ("chained", "relation", "chained", None)]
     if sweep:
         for m, grid in SWEEP.items():
-            kind = "relation" if m == "spatial" else "and"
-            s += [(f"{m} @ {g:g}", kind, m, g) for g in grid]
+            s += [(f"{m} @ {g:g}", R.KIND[m], m, g) for g in grid if g != R.DEFAULT_STRENGTH[m]]
     return s
 
 
@@ -74,6 +76,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default 4)")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated setting names to run (default all)")
     ap.add_argument("--weights", default=None, help="another weights file (sha256 not checked)")
@@ -88,7 +91,7 @@ def main(argv=None):
     from tools import shapes_model as SM
     from tools import shapes_run as R
     model, clip = SM.load(a.weights, expected_sha256="" if a.weights else None)
-    scenes = {k: R.prompt_set(k, a.prompts) for k in ("and", "relation")}
+    scenes = {k: R.prompt_set(k, a.prompts) for k in ("three", "and", "relation")}
     seeds = list(range(a.seeds))
     only = {s.strip() for s in a.only.split(",") if s.strip()}
     os.makedirs(a.out, exist_ok=True)
@@ -97,7 +100,7 @@ def main(argv=None):
         if only and name not in only:
             continue
         t0 = time.time()
-        rows = R.run(model, clip, scenes[kind], method, seeds, a.batch, strength, steps=a.steps)
+        rows = R.run(model, clip, scenes[kind], method, seeds, a.batch, strength, steps=a.steps, cfg=a.cfg or R.CFG)
         results[name] = summarise(rows)
         timing[name] = time.time() - t0
         tgt = R.TARGET[method]
@@ -105,7 +108,7 @@ def main(argv=None):
         print(f"{name:>18}: {tgt} {r['mean']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]  guard_bad "
               f"{results[name]['guard_bad']['mean']:.3f}  (n={r['n']}, {timing[name]:.0f} s)", flush=True)
         with open(os.path.join(a.out, "results.json"), "w") as f:
-            json.dump({"config": vars(a), "sampler": [R.SAMPLER, R.SCHEDULER, a.steps, R.CFG],
+            json.dump({"config": vars(a), "sampler": [R.SAMPLER, R.SCHEDULER, a.steps, a.cfg or R.CFG],
                        "results": results, "seconds": timing}, f, indent=1)
     md = table(results)
     with open(os.path.join(a.out, "results.md"), "w") as f:

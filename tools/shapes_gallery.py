@@ -15,7 +15,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-KIND = {"excite": "and", "bind": "and", "layout": "and", "spatial": "relation", "chained": "relation"}
 
 
 def grid(rows, captions, scale=8, label_h=26):
@@ -57,7 +56,7 @@ def main(argv=None):
     model, clip = SM.load()
     os.makedirs(a.out, exist_ok=True)
     for method in [m.strip() for m in a.methods.split(",") if m.strip()]:
-        scenes = R.prompt_set(KIND[method], a.n, seed=100)
+        scenes = R.prompt_set(R.KIND[method], a.n, seed=100)
         plain = R.run(model, clip, scenes, "plain", (a.seed,), 1, keep_images=True)
         guided = R.run(model, clip, scenes, method, (a.seed,), 1, keep_images=True)
         img = grid([[r["image"] for r in plain], [r["image"] for r in guided]], [s.caption for s in scenes])

@@ -100,17 +100,17 @@ def build_text_encoder(seed: int = 0, dtype=torch.float32):
 
 
 def text_forward(te, ids) -> torch.Tensor:
-    """The text encoder's last-layer output (B, 77, 64) for token ids (B lists of 77), differentiably.
+    """The text encoder's last-layer output (B, 77, 64) for token ids ((B, 77) lists or tensor), differentiably.
 
     The same function as ``te(ids)[0]`` (SDClipModel: token + position embeddings, causal CLIP layers, final
     layer norm; no padding mask), through the same modules, written out because ComfyUI's CLIPLayer adds its
     residuals in place (fine for inference, fatal for a backward pass)."""
     from comfy.ldm.modules.attention import optimized_attention_for_device
     tm = te.transformer.text_model
-    tokens = torch.as_tensor(ids, dtype=torch.long)
+    tokens = torch.as_tensor(ids, dtype=torch.long, device=tm.embeddings.token_embedding.weight.device)
     x = tm.embeddings.token_embedding(tokens) + tm.embeddings.position_embedding.weight[: tokens.shape[1]]
     n = x.shape[1]
-    mask = torch.full((n, n), -torch.finfo(x.dtype).max, dtype=x.dtype).triu_(1)
+    mask = torch.full((n, n), -torch.finfo(x.dtype).max, dtype=x.dtype, device=x.device).triu_(1)
     attn = optimized_attention_for_device(x.device, mask=True, small_input=True)
     for layer in tm.encoder.layers:
         x = x + layer.self_attn(layer.layer_norm1(x), mask, attn)

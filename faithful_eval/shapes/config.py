@@ -31,5 +31,5 @@ CLIP_CONFIG = {
     "vocab_size": 49408,
 }
 
-WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "shapes_v1.safetensors")
-WEIGHTS_SHA256 = "5539fc3d8d521e999aba2ebca59b94861229fe3cdcde75ae1e146d8ec405619a"  # checked on every load (tools/shapes_model.load_state)
+WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "shapes_v2.safetensors")
+WEIGHTS_SHA256 = "72137b8e2c47362beb877ac8ab3db46ea69a6cdce6d8dd8718e0ffdf172abbe6"  # checked on every load (tools/shapes_model.load_state)

@@ -204,6 +204,28 @@ def scene_from_caption_parts(parts, kind: str, relation: str | None = None, with
     return Scene(objs, make_caption(objs, kind, relation, with_size), relation, with_size, kind)
 
 
+def all_captions() -> list:
+    """Every caption ``sample_scene`` can write (the world's whole language: 8,154 captions), sorted; used to
+    tokenize once ahead of training (tools/train_shapes.py --token-table)."""
+    from itertools import permutations
+    out = set()
+    for n, kinds in ((1, ("single",)), (2, ("and", "relation")), (3, ("three",))):
+        for cols in permutations(COLOURS, n):
+            for shps in permutations(SHAPES, n):
+                sizes = [()]
+                for _ in range(n):
+                    sizes = [z + (name,) for z in sizes for name in SIZES]
+                if n == 3:  # _attributes: at most one big object among three
+                    sizes = [z for z in sizes if z.count("big") <= 1]
+                for z in sizes:
+                    objs = [Obj(c, s, zz, 0.0, 0.0) for c, s, zz in zip(cols, shps, z)]
+                    for kind in kinds:
+                        for rel in (RELATIONS if kind == "relation" else (None,)):
+                            for with_size in (False, True):
+                                out.add(make_caption(objs, kind, rel, with_size))
+    return sorted(out)
+
+
 def batch(rng, n: int, p_empty: float = 0.1):
     """n scenes -> (images (n, 4, S, S) float32, captions list); a caption is "" with probability p_empty
     (classifier-free guidance is trained in)."""
