@@ -25,7 +25,6 @@ KIND = {"excite": "three", "bind": "three", "layout": "and", "spatial": "relatio
 # each method's main strength on this model (the sweep in docs/shapes.md); the papers' are tuned for SD's 64x64
 # latents: A&E scale 20, SynGen step 20, InfSplign weight 1000, DenseDiffusion w_cross 1
 DEFAULT_STRENGTH = {"excite": 5.0, "bind": 2.0, "spatial": 300.0, "layout": 4.0}
-PAPER_STRENGTH = {"excite": 20.0, "bind": 20.0, "spatial": 1000.0, "layout": 1.0}
 REL_WORDS = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
 
 

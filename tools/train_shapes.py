@@ -18,8 +18,8 @@ processes that draw steps k = w, w + W, ... and hand them over in step order). A
 optimiser, step) is written every --ckpt-minutes; rerunning the same command resumes from it. At the end (and
 every --export-minutes) the EMA weights are exported as fp16 safetensors (--export) and their sha256 printed.
 
-On a GPU (--device cuda) the run can be sized by time: --minutes M measures the step rate over the first 100
-steps and sets --steps from it (printed, and kept in the checkpoint, so the run can be repeated with --steps).
+On a GPU (--device cuda) the run can be sized by time: --minutes M measures the step rate over steps 20-120
+(after start-up) and sets --steps from it (printed, and kept in the checkpoint, so the run can be repeated with --steps).
 --token-table FILE (written by --write-token-table FILE from ``world.all_captions()`` with the host's SD1
 tokenizer) gives every caption's token ids, so the data processes need no tokenizer.
 """
@@ -48,7 +48,7 @@ class Steps(torch.utils.data.IterableDataset):
 
     def __init__(self, seed: int, start: int, batch: int, acp: torch.Tensor, table: str | None):
         self.seed, self.start, self.batch, self.acp, self.table = seed, start, batch, acp, table
-        self._ids = None
+        self._ids, self._tok = None, None
 
     def ids_of(self, caption: str) -> list:
         if self._ids is None:
@@ -62,7 +62,7 @@ class Steps(torch.utils.data.IterableDataset):
                 raise ValueError(f"caption {caption!r} is not in the token table {self.table}: rewrite it with "
                                  "--write-token-table")
             from tools import shapes_model as SM
-            self._tok = getattr(self, "_tok", None) or SM.tokenizer()
+            self._tok = self._tok or SM.tokenizer()
             self._ids[caption] = SM.token_ids(self._tok, caption)
         return self._ids[caption]
 

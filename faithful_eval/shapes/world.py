@@ -207,16 +207,13 @@ def scene_from_caption_parts(parts, kind: str, relation: str | None = None, with
 def all_captions() -> list:
     """Every caption ``sample_scene`` can write (the world's whole language: 8,154 captions), sorted; used to
     tokenize once ahead of training (tools/train_shapes.py --token-table)."""
-    from itertools import permutations
+    from itertools import permutations, product
     out = set()
     for n, kinds in ((1, ("single",)), (2, ("and", "relation")), (3, ("three",))):
+        # _attributes: at most one big object among three
+        sizes = [z for z in product(SIZES, repeat=n) if n < 3 or z.count("big") <= 1]
         for cols in permutations(COLOURS, n):
             for shps in permutations(SHAPES, n):
-                sizes = [()]
-                for _ in range(n):
-                    sizes = [z + (name,) for z in sizes for name in SIZES]
-                if n == 3:  # _attributes: at most one big object among three
-                    sizes = [z for z in sizes if z.count("big") <= 1]
                 for z in sizes:
                     objs = [Obj(c, s, zz, 0.0, 0.0) for c, s, zz in zip(cols, shps, z)]
                     for kind in kinds:
